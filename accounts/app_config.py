@@ -1,0 +1,38 @@
+"""config/app.json 的生效值：已加载的配置覆盖环境变量给出的默认值。"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+from .models import ConfigState
+
+
+def app_defaults() -> dict[str, Any]:
+    """审批相关默认值。每次读取数据库里“最后一个好配置”，热加载无需重启进程（C6）。"""
+    values: dict[str, Any] = {
+        "timeout_minutes": settings.APPROVAL_DEFAULT_TIMEOUT_MINUTES,
+        "timeout_policy": settings.APPROVAL_TIMEOUT_POLICY,
+        "stop_build": False,
+        "reminder_interval_minutes": settings.APPROVAL_REMINDER_INTERVAL_MINUTES,
+        "reminder_backoff": settings.APPROVAL_REMINDER_BACKOFF,
+        "reminder_max_count": settings.APPROVAL_REMINDER_MAX_COUNT,
+        "chat_id": settings.TELEGRAM_DEFAULT_CHAT_ID,
+    }
+    state = ConfigState.objects.filter(name="app").values_list("data", flat=True).first()
+    if state:
+        approval = state.get("approval", {})
+        reminders = state.get("reminders", {})
+        telegram = state.get("telegram", {})
+        mapping = {
+            "timeout_minutes": approval.get("timeout_minutes"),
+            "timeout_policy": approval.get("timeout_policy"),
+            "stop_build": approval.get("stop_build"),
+            "reminder_interval_minutes": reminders.get("interval_minutes"),
+            "reminder_backoff": reminders.get("backoff"),
+            "reminder_max_count": reminders.get("max_count"),
+            "chat_id": telegram.get("default_chat_id"),
+        }
+        values.update({k: v for k, v in mapping.items() if v is not None})
+    return values

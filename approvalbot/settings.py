@@ -1,0 +1,280 @@
+"""唯一的 settings 模块：一切从环境变量读取（django-environ，存在 .env 时读取）。
+
+无任何环境变量时是“嵌入式默认”：SQLite（WAL）+ 文件系统 Celery broker，一台机器即可跑全部进程。
+生产环境必须提供的密钥缺失时直接报错，而不是悄悄用默认值。
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("APP_VAR_DIR", BASE_DIR / "var"))
+
+env = environ.Env()
+# .env 只在存在时读取；真实环境变量优先
+env_file = BASE_DIR / ".env"
+if env_file.exists() and not os.environ.get("APP_IGNORE_DOTENV"):
+    environ.Env.read_env(env_file, overwrite=False)
+
+
+def secret(name: str, default: str = "") -> str:
+    """读取密钥：支持 NAME 与 NAME_FILE（Docker/K8s secret 文件）两种方式。"""
+    file_path = os.environ.get(f"{name}_FILE")
+    if file_path:
+        return Path(file_path).read_text(encoding="utf-8").strip()
+    return env.str(name, default=default)
+
+
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+TESTING = env.bool("APP_TESTING", default=False)
+
+SECRET_KEY = secret("DJANGO_SECRET_KEY")
+if not SECRET_KEY:
+    if DEBUG or TESTING or not env.bool("DJANGO_PRODUCTION", default=False):
+        # 嵌入式/开发模式：每台机器生成并保存一个本地密钥，避免把密钥写进仓库
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        key_file = VAR_DIR / "secret_key"
+        if not key_file.exists():
+            from django.core.management.utils import get_random_secret_key
+
+            key_file.write_text(get_random_secret_key(), encoding="utf-8")
+            key_file.chmod(0o600)
+        SECRET_KEY = key_file.read_text(encoding="utf-8").strip()
+    else:
+        raise RuntimeError("生产环境必须设置 DJANGO_SECRET_KEY（或 DJANGO_SECRET_KEY_FILE）")
+
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[PUBLIC_BASE_URL])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "django_celery_beat",
+    "accounts",
+    "approvals",
+    "jenkins_bridge",
+    "telegram_bot",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "approvalbot.urls"
+WSGI_APPLICATION = "approvalbot.wsgi.application"
+ASGI_APPLICATION = "approvalbot.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "django.template.context_processors.i18n",
+            ],
+        },
+    },
+]
+
+# ---------------------------------------------------------------- 数据库
+# 嵌入式默认：SQLite + WAL + busy timeout，web/bot/worker/beat 四个进程共享同一文件时不会 "database is locked"
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+DATABASES = {
+    "default": env.db(
+        "DATABASE_URL", default=f"sqlite:///{(VAR_DIR / 'db.sqlite3').as_posix()}"
+    )
+}
+_db = DATABASES["default"]
+_db.setdefault("OPTIONS", {})
+if _db["ENGINE"] == "django.db.backends.sqlite3":
+    _db["OPTIONS"].update(
+        {
+            "timeout": 20,
+            # IMMEDIATE：写事务一开始就拿写锁，避免“读后升级写”死锁
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
+elif _db["ENGINE"] in ("django.db.backends.mysql",):
+    _db["OPTIONS"].update(
+        {
+            # utf8mb4：中文与 emoji 都能完整存取
+            "charset": "utf8mb4",
+            "init_command": "SET sql_mode='STRICT_TRANS_TABLES'",
+            # READ COMMITTED：条件更新看到的是已提交的最新行，避免 REPEATABLE READ 的快照误判
+            "isolation_level": "read committed",
+        }
+    )
+    _db.setdefault("TEST", {}).update({"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"})
+_db.setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
+_db.setdefault("CONN_HEALTH_CHECKS", True)
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+# ---------------------------------------------------------------- 国际化
+LANGUAGE_CODE = "zh-hans"
+LANGUAGES = [("zh-hans", "简体中文"), ("en", "English")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+TIME_ZONE = env.str("TIME_ZONE", default="Asia/Shanghai")
+USE_I18N = True
+USE_TZ = True  # 数据库一律存 UTC
+
+STATIC_URL = "static/"
+STATIC_ROOT = env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
+STATICFILES_DIRS = [BASE_DIR / "templates" / "static"]
+
+# ---------------------------------------------------------------- 安全
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=not DEBUG and PUBLIC_BASE_URL.startswith("https"))
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=False)
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+# Jenkins 可能发很大的描述；更大的请求体由 API 以 413 拒绝
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=256 * 1024)
+
+# ---------------------------------------------------------------- DRF
+REST_FRAMEWORK = {
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": [],
+    "UNAUTHENTICATED_USER": None,
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Jenkins 发布审批服务 API",
+    "DESCRIPTION": "Jenkins 流水线通过本 API 申请发布审批、查询结果、回报构建结果。",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# ---------------------------------------------------------------- Celery
+# 嵌入式默认用文件系统 broker：无需任何服务器；生产设 CELERY_BROKER_URL=redis://…
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+CELERY_BROKER_DIR = VAR_DIR / "celery"
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    for sub in ("out", "processed"):
+        (CELERY_BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(CELERY_BROKER_DIR / "out"),
+        "data_folder_out": str(CELERY_BROKER_DIR / "out"),
+        "processed_folder": str(CELERY_BROKER_DIR / "processed"),
+        "store_processed": False,
+    }
+else:
+    # 重试退避上限（CELERY_RETRY_BACKOFF_MAX）必须低于 visibility_timeout，否则 acks_late 的任务会被重复投递
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_RETRY_BACKOFF_MAX = 600
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SOFT_TIME_LIMIT = 60
+CELERY_TASK_TIME_LIMIT = 90
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+CELERY_TASK_EAGER_PROPAGATES = env.bool("CELERY_TASK_EAGER_PROPAGATES", default=False)
+# 周期任务扫描间隔（秒），由 setup_periodic_tasks 同步到 django-celery-beat
+SWEEP_INTERVAL_SECONDS = env.int("SWEEP_INTERVAL_SECONDS", default=30)
+
+# ---------------------------------------------------------------- Telegram
+TELEGRAM_BOT_TOKEN = secret("TELEGRAM_BOT_TOKEN")
+TELEGRAM_API_URL = env.str("TELEGRAM_API_URL", default="https://api.telegram.org").rstrip("/")
+TELEGRAM_PROXY_URL = env.str("TELEGRAM_PROXY_URL", default="")
+TELEGRAM_DEFAULT_CHAT_ID = env.int("TELEGRAM_DEFAULT_CHAT_ID", default=None)
+TELEGRAM_MODE = env.str("TELEGRAM_MODE", default="polling")
+TELEGRAM_WEBHOOK_SECRET = secret("TELEGRAM_WEBHOOK_SECRET")
+
+# ---------------------------------------------------------------- Jenkins（默认服务器）
+JENKINS_URL = env.str("JENKINS_URL", default="")
+JENKINS_USER = env.str("JENKINS_USER", default="")
+JENKINS_API_TOKEN = secret("JENKINS_API_TOKEN")
+JENKINS_TIMEOUT_SECONDS = env.float("JENKINS_TIMEOUT_SECONDS", default=10.0)
+
+APPROVAL_API_TOKEN = secret("APPROVAL_API_TOKEN")
+
+# ---------------------------------------------------------------- 配置文件
+APP_CONFIG_FILE = Path(env.str("APP_CONFIG_FILE", default=str(BASE_DIR / "config" / "app.json")))
+USERS_CONFIG_FILE = Path(env.str("USERS_CONFIG_FILE", default=str(BASE_DIR / "config" / "users.json")))
+
+# 审批默认值（可被 config/app.json 与项目规则覆盖）
+APPROVAL_DEFAULT_TIMEOUT_MINUTES = env.int("APPROVAL_DEFAULT_TIMEOUT_MINUTES", default=60)
+APPROVAL_REMINDER_INTERVAL_MINUTES = env.int("APPROVAL_REMINDER_INTERVAL_MINUTES", default=5)
+APPROVAL_REMINDER_BACKOFF = env.float("APPROVAL_REMINDER_BACKOFF", default=1.5)
+APPROVAL_REMINDER_MAX_COUNT = env.int("APPROVAL_REMINDER_MAX_COUNT", default=6)
+APPROVAL_TIMEOUT_POLICY = env.str("APPROVAL_TIMEOUT_POLICY", default="reject")
+
+# ---------------------------------------------------------------- 日志
+LOG_LEVEL = env.str("LOG_LEVEL", default="DEBUG" if DEBUG else "INFO").upper()
+LOG_FORMAT = env.str("LOG_FORMAT", default="text")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "approvalbot.logging.JsonFormatter"},
+    },
+    "filters": {"redact": {"()": "approvalbot.logging.RedactSecretsFilter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "text",
+            "filters": ["redact"],
+        }
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        # httpx 会记录完整请求 URL，而 Bot token 就在 URL 里
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+        "urllib3": {"level": "WARNING"},
+        "django.db.backends": {"level": "INFO"},
+    },
+}
+
+APPROVAL_TIMEDELTA_MAX = timedelta(days=7)

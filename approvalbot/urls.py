@@ -1,0 +1,19 @@
+"""URL 总表。各 app 的路由在各自的 urls.py 里，这里只挂载。"""
+
+from django.contrib import admin
+from django.urls import include, path
+
+admin.site.site_header = "Jenkins 发布审批"
+admin.site.site_title = "发布审批后台"
+admin.site.index_title = "管理"
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("i18n/", include("django.conf.urls.i18n")),
+    # /api/…、/health、/metrics
+    path("", include("jenkins_bridge.urls")),
+    # /telegram/webhook/
+    path("", include("telegram_bot.urls")),
+    # /logs/<id>
+    path("", include("approvals.urls")),
+]

@@ -1,0 +1,55 @@
+"""副作用出口：事务提交后按任务名投递 Celery 任务。
+
+approvals 不在导入时依赖 telegram_bot / jenkins_bridge（DESIGN：箭头单向），
+只按名字查找已注册的任务；任务尚未实现或未注册时记录警告，不影响审批本身。
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import transaction
+
+logger = logging.getLogger(__name__)
+
+# 任务名是契约：实现方在各自 app 的 tasks.py 里用这些 name 注册
+ANNOUNCE_TASK = "telegram_bot.tasks.approval_announce_task"  # 新审批：发送带按钮的消息
+REFRESH_TASK = "telegram_bot.tasks.approval_messages_refresh_task"  # 状态/票数变化：编辑所有消息
+JENKINS_RESUME_TASK = "jenkins_bridge.tasks.approval_resume_task"  # 决定后：继续/中止 Jenkins
+BUILD_RESULT_NOTIFY_TASK = "telegram_bot.tasks.build_result_notify_task"  # 构建结果通知
+
+
+def enqueue_on_commit(task_name: str, *args: object) -> None:
+    """提交后投递；投递失败（broker 不可用）只记录，决定本身已提交不会丢。"""
+
+    def _send() -> None:
+        from approvalbot.celery import app
+
+        task = app.tasks.get(task_name)
+        if task is None:
+            logger.warning("任务 %s 未注册，跳过（参数 %s）", task_name, args)
+            return
+        try:
+            task.delay(*args)
+        except Exception:  # noqa: BLE001 - broker 故障不能让已提交的决定报错；扫描任务会补发
+            logger.exception("投递任务 %s 失败（参数 %s）", task_name, args)
+
+    transaction.on_commit(_send)
+
+
+def approval_created(approval_id: int) -> None:
+    enqueue_on_commit(ANNOUNCE_TASK, approval_id)
+
+
+def approval_changed(approval_id: int) -> None:
+    enqueue_on_commit(REFRESH_TASK, approval_id)
+
+
+def approval_closed(approval_id: int, *, jenkins_action: bool) -> None:
+    enqueue_on_commit(REFRESH_TASK, approval_id)
+    if jenkins_action:
+        enqueue_on_commit(JENKINS_RESUME_TASK, approval_id)
+
+
+def build_result_received(build_result_id: int) -> None:
+    enqueue_on_commit(BUILD_RESULT_NOTIFY_TASK, build_result_id)

@@ -1,0 +1,556 @@
+"""审批的一切状态变化都经过这里（services write）。
+
+并发约定：先 select_for_update 锁住审批行，再用 filter(status=pending).update(...) 的条件更新改状态，
+并断言恰好改了一行——双击、两个审批人同时点、决定与超时扫描赛跑，都只会有一个结果落库。
+Telegram 与 Jenkins 的副作用一律在事务提交后投递（approvals.effects）。
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.translation import gettext as _
+
+from accounts.environments import normalize_environment
+from accounts.models import Approver
+from accounts.permissions import check_can_approve
+from accounts.rules import resolve_rule
+from jenkins_bridge.models import JenkinsServer
+
+from . import effects
+from .errors import AlreadyDecided, AlreadyVoted, ApprovalNotFound, InvalidRequest, PermissionDenied, SelfApprovalDenied
+from .models import (
+    Approval,
+    ApprovalEvent,
+    BuildResult,
+    Channel,
+    EventKind,
+    JenkinsActionState,
+    ResumeMode,
+    Status,
+    Vote,
+    generate_public_id,
+    normalize_public_id,
+)
+from .reminders import first_reminder_at
+
+logger = logging.getLogger(__name__)
+
+MAX_TIMEOUT_MINUTES = 7 * 24 * 60
+MAX_REASON_LENGTH = 1000
+
+
+@dataclass(frozen=True)
+class DecisionOutcome:
+    """approval_decide 的结果：final=True 表示这一票让审批进入终态。"""
+
+    approval: Approval
+    vote: Vote
+    final: bool
+
+
+# ---------------------------------------------------------------- 小工具
+
+
+def event_record(
+    *,
+    approval: Approval,
+    kind: str,
+    channel: str = Channel.SYSTEM,
+    actor: Approver | None = None,
+    actor_name: str = "",
+    details: dict[str, Any] | None = None,
+) -> ApprovalEvent:
+    """追加一条审批历史。所有模块（含 Telegram、Jenkins 任务）都用它写历史。"""
+    return ApprovalEvent.objects.create(
+        approval=approval,
+        kind=kind,
+        channel=channel,
+        actor=actor,
+        actor_name=actor_name or (actor.label if actor else ""),
+        details=details or {},
+    )
+
+
+def format_time(value: datetime) -> str:
+    return date_format(timezone.localtime(value), "Y-m-d H:i:s")
+
+
+def already_decided_message(approval: Approval) -> str:
+    """“已由 X 于 T 审批”——给第二个、迟到的决定者的回答。"""
+    when = format_time(approval.decided_at) if approval.decided_at else "-"
+    if approval.status == Status.TIMEOUT:
+        return _("审批 %(id)s 已于 %(time)s 超时，不能再操作。") % {"id": approval.public_id, "time": when}
+    if approval.status == Status.CANCELLED:
+        return _("审批 %(id)s 已于 %(time)s 取消（%(reason)s），不能再操作。") % {
+            "id": approval.public_id,
+            "time": when,
+            "reason": approval.reason or _("构建已结束"),
+        }
+    return _("审批 %(id)s 已由 %(who)s 于 %(time)s %(status)s。") % {
+        "id": approval.public_id,
+        "who": approval.decided_by_name or _("系统"),
+        "time": when,
+        "status": approval.get_status_display(),
+    }
+
+
+def approval_get(public_id: str) -> Approval:
+    """按对外编号取审批；编号人手输入，大小写与 I/O 混淆都容忍。"""
+    normalized = normalize_public_id(public_id or "")
+    if not normalized or len(normalized) > 16 or not normalized.isascii() or not normalized.isalnum():
+        raise ApprovalNotFound(_("审批编号「%(id)s」格式不正确。") % {"id": (public_id or "")[:32]}, code="invalid_id")
+    try:
+        return Approval.objects.select_related("jenkins_server", "decided_by").get(public_id=normalized)
+    except Approval.DoesNotExist:
+        raise ApprovalNotFound(_("找不到审批「%(id)s」。") % {"id": normalized}) from None
+
+
+def jenkins_server_default() -> JenkinsServer:
+    """默认 Jenkins：后台标记的默认服务器，否则按环境变量建一个名为 default 的。"""
+    from django.conf import settings
+
+    server = JenkinsServer.objects.filter(is_default=True, is_active=True).first()
+    if server:
+        return server
+    server, _created = JenkinsServer.objects.get_or_create(
+        name="default",
+        defaults={
+            "url": settings.JENKINS_URL,
+            "username": settings.JENKINS_USER,
+            "api_token_env": "JENKINS_API_TOKEN",
+            "is_default": True,
+        },
+    )
+    return server
+
+
+def approver_for_requester(requested_by: str) -> Approver | None:
+    """按 Jenkins 用户 id / 用户名 / 邮箱认出发起人（用于防止自审 X2）。"""
+    value = (requested_by or "").strip()
+    if not value:
+        return None
+    lowered = value.lower().lstrip("@")
+    for lookup in ({"jenkins_user__iexact": value}, {"username__iexact": lowered}, {"email__iexact": value},
+                   {"telegram_username": lowered}):
+        found = Approver.objects.filter(**lookup).first()
+        if found:
+            return found
+    return None
+
+
+def _is_requester(approval: Approval, approver: Approver) -> bool:
+    if approval.requester_id is not None:
+        return approval.requester_id == approver.pk
+    raw = (approval.requested_by or "").strip().lower().lstrip("@")
+    if not raw:
+        return False
+    names = {approver.username.lower(), approver.jenkins_user.lower(), approver.email.lower(),
+             approver.telegram_username.lower()}
+    return raw in names - {""}
+
+
+# ---------------------------------------------------------------- 创建
+
+
+@transaction.atomic
+def approval_create(
+    *,
+    job_name: str,
+    build_number: int,
+    environment: str,
+    jenkins_server: JenkinsServer | None = None,
+    project: str = "",
+    input_id: str = "",
+    build_url: str = "",
+    callback_url: str = "",
+    version: str = "",
+    description: str = "",
+    operation: str = "",
+    requested_by: str = "",
+    timeout_minutes: int | None = None,
+    channel: str = Channel.API,
+) -> tuple[Approval, bool]:
+    """创建审批；同一 (Jenkins, 任务, 构建号, 阶段) 重复调用返回已有的那条（幂等）。
+
+    返回 (approval, created)。同任务同环境更早构建的待审批被取代为 cancelled（X17）。
+    """
+    jenkins_server = jenkins_server or jenkins_server_default()
+    job_name = job_name.strip()
+    if not job_name:
+        raise InvalidRequest(_("缺少项目/任务名。"), code="missing_project")
+    if build_number is None or build_number < 0:
+        raise InvalidRequest(_("构建号必须是非负整数。"), code="invalid_build_number")
+    input_id = (input_id or "").strip()
+    lookup = {"jenkins_server": jenkins_server, "job_name": job_name, "build_number": build_number,
+              "input_id": input_id}
+    existing = Approval.objects.filter(**lookup).first()
+    if existing:
+        return existing, False
+
+    env = normalize_environment(environment)
+    rule = resolve_rule(project or job_name, env)
+    if timeout_minutes is not None and not (1 <= timeout_minutes <= MAX_TIMEOUT_MINUTES):
+        raise InvalidRequest(
+            _("timeout_minutes 必须在 1 到 %(max)s 之间。") % {"max": MAX_TIMEOUT_MINUTES}, code="invalid_timeout"
+        )
+    minutes = timeout_minutes or rule.timeout_minutes
+    now = timezone.now()
+    expires_at = now + timedelta(minutes=minutes)
+    if input_id:
+        mode = ResumeMode.INPUT
+    elif callback_url:
+        mode = ResumeMode.WEBHOOK
+    else:
+        mode = ResumeMode.POLL
+    approval = Approval(
+        **lookup,
+        build_url=build_url,
+        callback_url=callback_url,
+        resume_mode=mode,
+        project=rule.project if rule.matched else (project or job_name),
+        project_rule=rule.rule,
+        environment=env,
+        environment_raw=(environment or "")[:64],
+        version=version,
+        description=description,
+        operation=operation,
+        requested_by=requested_by,
+        requester=approver_for_requester(requested_by),
+        required_approvals=max(1, rule.required_approvals),
+        expires_at=expires_at,
+        timeout_policy=rule.timeout_policy,
+        stop_build=rule.stop_build,
+        reminder_policy=rule.reminder_policy(),
+        chat_id=rule.chat_id,
+    )
+    approval.next_reminder_at = first_reminder_at(approval.reminder_policy, created_at=now, expires_at=expires_at)
+    for _attempt in range(5):
+        approval.public_id = generate_public_id()
+        try:
+            with transaction.atomic():
+                approval.save()
+            break
+        except IntegrityError:
+            # 并发的同一构建请求抢先建好了：幂等返回那一条
+            existing = Approval.objects.filter(**lookup).first()
+            if existing:
+                return existing, False
+            approval.pk = None  # 公开编号碰撞（极少见），换一个再试
+    else:  # pragma: no cover - 40 bit 随机数连续碰撞 5 次几乎不可能
+        raise RuntimeError("could not allocate a unique public id")
+
+    event_record(
+        approval=approval,
+        kind=EventKind.CREATED,
+        channel=channel,
+        actor_name=requested_by,
+        details={"resume_mode": mode, "rule": str(rule.rule) if rule.rule else None, "matched": rule.matched,
+                 "expires_at": expires_at.isoformat()},
+    )
+    _supersede_older(approval)
+    effects.approval_created(approval.pk)
+    return approval, True
+
+
+def _supersede_older(approval: Approval) -> None:
+    older = list(
+        Approval.objects.select_for_update()
+        .filter(
+            jenkins_server=approval.jenkins_server,
+            job_name=approval.job_name,
+            environment=approval.environment,
+            status=Status.PENDING,
+            build_number__lt=approval.build_number,
+        )
+        .order_by("pk")
+    )
+    for old in older:
+        reason = _("被更新的构建 #%(build)s 取代（审批 %(id)s）") % {
+            "build": approval.build_number,
+            "id": approval.public_id,
+        }
+        if _close(old, status=Status.CANCELLED, reason=reason, actor=None, channel=Channel.SYSTEM,
+                  kind=EventKind.SUPERSEDED, jenkins_action=True, superseded_by=approval):
+            logger.info("审批 %s 被 %s 取代", old.public_id, approval.public_id)
+
+
+# ---------------------------------------------------------------- 终态转换（唯一出口）
+
+
+def _close(
+    approval: Approval,
+    *,
+    status: str,
+    reason: str,
+    actor: Approver | None,
+    channel: str,
+    kind: str,
+    jenkins_action: bool,
+    superseded_by: Approval | None = None,
+    details: dict[str, Any] | None = None,
+) -> bool:
+    """条件更新到终态；只有真正改到一行的调用者写事件、投递副作用。调用方须在事务内。"""
+    now = timezone.now()
+    fields = {
+        "status": status,
+        "decided_at": now,
+        "decided_by": actor,
+        "decided_by_name": actor.label if actor else "",
+        "decision_channel": channel,
+        "reason": reason[:MAX_REASON_LENGTH],
+        "next_reminder_at": None,
+        "jenkins_action_state": JenkinsActionState.PENDING if jenkins_action else JenkinsActionState.NONE,
+        "updated_at": now,
+    }
+    if superseded_by is not None:
+        fields["superseded_by"] = superseded_by
+    changed = Approval.objects.filter(pk=approval.pk, status=Status.PENDING).update(**fields)
+    if changed != 1:
+        return False
+    for key, value in fields.items():
+        setattr(approval, key, value)
+    event_record(
+        approval=approval,
+        kind=kind,
+        channel=channel,
+        actor=actor,
+        details={"reason": reason, **(details or {})},
+    )
+    effects.approval_closed(approval.pk, jenkins_action=jenkins_action)
+    return True
+
+
+def _lock(approval: Approval | int) -> Approval:
+    pk = approval.pk if isinstance(approval, Approval) else approval
+    return Approval.objects.select_for_update().select_related("jenkins_server").get(pk=pk)
+
+
+# ---------------------------------------------------------------- 决定
+
+
+def approval_decide(
+    *,
+    approval: Approval | int,
+    approver: Approver | None,
+    decision: str,
+    reason: str = "",
+    channel: str,
+) -> DecisionOutcome:
+    """记录一票。权限在此刻检查（P9）；发起人不能审批自己的构建（X2）；
+    同意票达到所需票数即通过，第一张拒绝票即拒绝。
+
+    失败抛 ApprovalError 的子类（带中文原因）；被拒绝的尝试也记入历史。
+    """
+    if decision not in Vote.Decision.values:
+        raise InvalidRequest(_("未知的决定：%(d)s") % {"d": decision}, code="invalid_decision")
+    reason = (reason or "").strip()[:MAX_REASON_LENGTH]
+    try:
+        with transaction.atomic():
+            return _decide_locked(approval=approval, approver=approver, decision=decision, reason=reason,
+                                  channel=channel)
+    except (PermissionDenied, AlreadyVoted) as exc:
+        # 拒绝的尝试也是审计的一部分；事务已回滚，单独写一条
+        pk = approval.pk if isinstance(approval, Approval) else approval
+        ApprovalEvent.objects.create(
+            approval_id=pk,
+            kind=EventKind.DENIED,
+            channel=channel,
+            actor=approver,
+            actor_name=approver.label if approver else "",
+            details={"code": exc.code, "reason": exc.message, "decision": decision},
+        )
+        raise
+
+
+def _decide_locked(
+    *, approval: Approval | int, approver: Approver | None, decision: str, reason: str, channel: str
+) -> DecisionOutcome:
+    locked = _lock(approval)
+    if locked.status != Status.PENDING:
+        raise AlreadyDecided(
+            already_decided_message(locked),
+            details={"status": locked.status, "decided_by": locked.decided_by_name,
+                     "decided_at": locked.decided_at.isoformat() if locked.decided_at else None},
+        )
+    result = check_can_approve(approver, project=locked.project, environment=locked.environment)
+    if not result:
+        raise PermissionDenied(result.reason, code=result.code)
+    assert approver is not None
+    if _is_requester(locked, approver):
+        raise SelfApprovalDenied(_("你是这次构建的发起人，不能审批自己的发布。"))
+    if Vote.objects.filter(approval=locked, approver=approver).exists():
+        raise AlreadyVoted(_("你已经对审批 %(id)s 投过票了。") % {"id": locked.public_id})
+    vote = Vote.objects.create(approval=locked, approver=approver, decision=decision, reason=reason, channel=channel)
+    if decision == Vote.Decision.REJECT:
+        _close(locked, status=Status.REJECTED, reason=reason, actor=approver, channel=channel,
+               kind=EventKind.REJECTED, jenkins_action=True)
+        return DecisionOutcome(locked, vote, final=True)
+    received = Vote.objects.filter(approval=locked, decision=Vote.Decision.APPROVE).count()
+    if received >= locked.required_approvals:
+        _close(locked, status=Status.APPROVED, reason=reason, actor=approver, channel=channel,
+               kind=EventKind.APPROVED, jenkins_action=True,
+               details={"votes": received, "required": locked.required_approvals})
+        return DecisionOutcome(locked, vote, final=True)
+    event_record(approval=locked, kind=EventKind.VOTE, channel=channel, actor=approver,
+                 details={"decision": decision, "reason": reason, "votes": received,
+                          "required": locked.required_approvals})
+    effects.approval_changed(locked.pk)
+    return DecisionOutcome(locked, vote, final=False)
+
+
+@transaction.atomic
+def approval_expire(*, approval: Approval | int, now: datetime | None = None) -> bool:
+    """超时扫描调用：过了截止时间仍待审批的，按快照的策略置为 timeout。
+
+    返回是否真的改了状态；与决定赛跑时，输家得到 False 而不是第二个结果。
+    """
+    now = now or timezone.now()
+    locked = _lock(approval)
+    if locked.status != Status.PENDING or locked.expires_at > now:
+        return False
+    reject = locked.timeout_policy == "reject"
+    return _close(
+        locked,
+        status=Status.TIMEOUT,
+        reason=_("超过截止时间 %(time)s 无人审批") % {"time": format_time(locked.expires_at)},
+        actor=None,
+        channel=Channel.SYSTEM,
+        kind=EventKind.TIMEOUT,
+        # reject 策略：像拒绝一样中止 Jenkins；mark 策略：只标记，不动 Jenkins
+        jenkins_action=reject,
+        details={"policy": locked.timeout_policy},
+    )
+
+
+@transaction.atomic
+def approval_cancel(
+    *, approval: Approval | int, reason: str, channel: str = Channel.SYSTEM, actor: Approver | None = None,
+    jenkins_action: bool = False,
+) -> bool:
+    """取消（构建已结束、在 Jenkins 里被处理等）。已是终态则返回 False，不报错。"""
+    locked = _lock(approval)
+    if locked.status != Status.PENDING:
+        return False
+    return _close(locked, status=Status.CANCELLED, reason=reason, actor=actor, channel=channel,
+                  kind=EventKind.CANCELLED, jenkins_action=jenkins_action)
+
+
+@transaction.atomic
+def approval_mirror_decision(*, approval: Approval | int, approved: bool, decided_by: str, reason: str = "") -> bool:
+    """X12：在 Jenkins 自己的界面里被批准/中止的 input，镜像为本服务的决定（不再回写 Jenkins）。"""
+    locked = _lock(approval)
+    if locked.status != Status.PENDING:
+        return False
+    actor = approver_for_requester(decided_by)
+    status = Status.APPROVED if approved else Status.REJECTED
+    changed = _close(
+        locked,
+        status=status,
+        reason=reason or _("在 Jenkins 中处理"),
+        actor=actor,
+        channel=Channel.JENKINS,
+        kind=EventKind.APPROVED if approved else EventKind.REJECTED,
+        jenkins_action=False,
+        details={"jenkins_user": decided_by},
+    )
+    if changed and actor is None and decided_by:
+        Approval.objects.filter(pk=locked.pk).update(decided_by_name=decided_by[:150])
+    return changed
+
+
+# ---------------------------------------------------------------- 提醒 / Jenkins 操作状态（供任务使用）
+
+
+def approval_claim_reminder(*, approval_id: int, due_at: datetime, next_at: datetime | None) -> bool:
+    """条件更新认领一次提醒：两个 beat 或两次扫描并发时，只有一个能发。"""
+    from django.db.models import F
+
+    changed = Approval.objects.filter(pk=approval_id, status=Status.PENDING, next_reminder_at=due_at).update(
+        next_reminder_at=next_at, reminder_count=F("reminder_count") + 1
+    )
+    return changed == 1
+
+
+def approval_record_jenkins_action(
+    *, approval: Approval | int, ok: bool, action: str, error: str = "", permanent: bool = False,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """记录一次 Jenkins 操作的尝试与结果（成功、暂时失败将重试、永久失败）。"""
+    from django.db.models import F
+
+    pk = approval.pk if isinstance(approval, Approval) else approval
+    now = timezone.now()
+    if ok:
+        state = JenkinsActionState.DONE
+    elif permanent:
+        state = JenkinsActionState.FAILED
+    else:
+        state = JenkinsActionState.PENDING
+    with transaction.atomic():
+        Approval.objects.filter(pk=pk).update(
+            jenkins_action_state=state,
+            jenkins_action_attempts=F("jenkins_action_attempts") + 1,
+            jenkins_action_error="" if ok else error[:2000],
+            jenkins_action_at=now,
+        )
+        ApprovalEvent.objects.create(
+            approval_id=pk,
+            kind=EventKind.JENKINS_ACTION if ok else EventKind.JENKINS_ERROR,
+            channel=Channel.SYSTEM,
+            details={"action": action, "ok": ok, "error": error[:2000], "permanent": permanent, **(details or {})},
+        )
+
+
+# ---------------------------------------------------------------- 构建结果
+
+
+@transaction.atomic
+def build_result_record(
+    *,
+    job_name: str,
+    build_number: int,
+    result: str,
+    jenkins_server: JenkinsServer | None = None,
+    build_url: str = "",
+    duration_ms: int | None = None,
+    approval: Approval | None = None,
+    details: dict[str, Any] | None = None,
+) -> tuple[BuildResult, bool]:
+    """记录构建结果（B1/B2）；同一构建重复回报只更新不重复通知。返回 (结果, 是否新建)。"""
+    jenkins_server = jenkins_server or jenkins_server_default()
+    if approval is None:
+        approval = (
+            Approval.objects.filter(jenkins_server=jenkins_server, job_name=job_name, build_number=build_number)
+            .order_by("-created_at")
+            .first()
+        )
+    defaults = {
+        "approval": approval,
+        "build_url": build_url or (approval.build_url if approval else ""),
+        "result": result,
+        "duration_ms": duration_ms,
+        "details": details or {},
+        "project": approval.project if approval else job_name,
+        "environment": approval.environment if approval else "",
+        "version": approval.version if approval else "",
+    }
+    record, created = BuildResult.objects.update_or_create(
+        jenkins_server=jenkins_server, job_name=job_name, build_number=build_number, defaults=defaults
+    )
+    if approval is not None:
+        event_record(approval=approval, kind=EventKind.BUILD_RESULT, channel=Channel.JENKINS,
+                     details={"result": result, "duration_ms": duration_ms})
+        if approval.status == Status.PENDING:
+            # 构建先于审批结束：审批已无意义（L2 cancelled）
+            approval_cancel(approval=approval, reason=_("构建已结束（%(result)s）") % {"result": result},
+                            channel=Channel.JENKINS)
+    if created:
+        effects.build_result_received(record.pk)
+    return record, created
