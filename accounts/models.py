@@ -74,14 +74,15 @@ class Approver(models.Model):
     def __str__(self) -> str:
         return self.label
 
+    def save(self, *args, **kwargs) -> None:
+        # 用户名统一去 @、小写，绑定与查找才不会因写法不同而错过
+        self.telegram_username = self.telegram_username.lstrip("@").lower()
+        super().save(*args, **kwargs)
+
     @property
     def label(self) -> str:
         """给人看的名字：显示名优先，否则用户名。"""
         return self.display_name or self.username
-
-    def save(self, *args, **kwargs) -> None:
-        self.telegram_username = self.telegram_username.lstrip("@").lower()
-        super().save(*args, **kwargs)
 
 
 class TimeoutPolicy(models.TextChoices):

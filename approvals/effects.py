@@ -31,7 +31,7 @@ def enqueue_on_commit(task_name: str, *args: object) -> None:
             return
         try:
             task.delay(*args)
-        except Exception:  # noqa: BLE001 - broker 故障不能让已提交的决定报错；扫描任务会补发
+        except Exception:
             logger.exception("投递任务 %s 失败（参数 %s）", task_name, args)
 
     transaction.on_commit(_send)

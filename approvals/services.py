@@ -353,8 +353,8 @@ def approval_decide(
     reason = (reason or "").strip()[:MAX_REASON_LENGTH]
     try:
         with transaction.atomic():
-            return _decide_locked(approval=approval, approver=approver, decision=decision, reason=reason,
-                                  channel=channel)
+            outcome = _decide_locked(approval=approval, approver=approver, decision=decision, reason=reason,
+                                     channel=channel)
     except (PermissionDenied, AlreadyVoted) as exc:
         # 拒绝的尝试也是审计的一部分；事务已回滚，单独写一条
         pk = approval.pk if isinstance(approval, Approval) else approval
@@ -367,12 +367,20 @@ def approval_decide(
             details={"code": exc.code, "reason": exc.message, "decision": decision},
         )
         raise
+    if outcome is None:
+        # 截止时间已过而扫描还没跑到：本次调用已把它置为超时（已提交），再告诉操作者
+        expired = Approval.objects.get(pk=approval.pk if isinstance(approval, Approval) else approval)
+        raise AlreadyDecided(already_decided_message(expired), details={"status": expired.status})
+    return outcome
 
 
 def _decide_locked(
     *, approval: Approval | int, approver: Approver | None, decision: str, reason: str, channel: str
-) -> DecisionOutcome:
+) -> DecisionOutcome | None:
     locked = _lock(approval)
+    if locked.status == Status.PENDING and locked.expires_at <= timezone.now():
+        _expire_locked(locked)
+        return None
     if locked.status != Status.PENDING:
         raise AlreadyDecided(
             already_decided_message(locked),
@@ -388,15 +396,23 @@ def _decide_locked(
     if Vote.objects.filter(approval=locked, approver=approver).exists():
         raise AlreadyVoted(_("你已经对审批 %(id)s 投过票了。") % {"id": locked.public_id})
     vote = Vote.objects.create(approval=locked, approver=approver, decision=decision, reason=reason, channel=channel)
-    if decision == Vote.Decision.REJECT:
-        _close(locked, status=Status.REJECTED, reason=reason, actor=approver, channel=channel,
-               kind=EventKind.REJECTED, jenkins_action=True)
-        return DecisionOutcome(locked, vote, final=True)
     received = Vote.objects.filter(approval=locked, decision=Vote.Decision.APPROVE).count()
-    if received >= locked.required_approvals:
-        _close(locked, status=Status.APPROVED, reason=reason, actor=approver, channel=channel,
-               kind=EventKind.APPROVED, jenkins_action=True,
-               details={"votes": received, "required": locked.required_approvals})
+    if decision == Vote.Decision.REJECT or received >= locked.required_approvals:
+        approved = decision == Vote.Decision.APPROVE
+        closed = _close(
+            locked,
+            status=Status.APPROVED if approved else Status.REJECTED,
+            reason=reason,
+            actor=approver,
+            channel=channel,
+            kind=EventKind.APPROVED if approved else EventKind.REJECTED,
+            jenkins_action=True,
+            details={"votes": received, "required": locked.required_approvals},
+        )
+        if not closed:
+            # 行锁之外的第二道保险：条件更新没改到行，说明别人已决定；抛出使本票随事务回滚
+            locked.refresh_from_db()
+            raise AlreadyDecided(already_decided_message(locked), details={"status": locked.status})
         return DecisionOutcome(locked, vote, final=True)
     event_record(approval=locked, kind=EventKind.VOTE, channel=channel, actor=approver,
                  details={"decision": decision, "reason": reason, "votes": received,
@@ -415,6 +431,10 @@ def approval_expire(*, approval: Approval | int, now: datetime | None = None) ->
     locked = _lock(approval)
     if locked.status != Status.PENDING or locked.expires_at > now:
         return False
+    return _expire_locked(locked)
+
+
+def _expire_locked(locked: Approval) -> bool:
     reject = locked.timeout_policy == "reject"
     return _close(
         locked,

@@ -1,0 +1,141 @@
+"""H7：无论怎样赛跑（连点、两个审批人、超时扫描），决定只落库一次。
+
+真实线程 + 真实事务，只在 MySQL/MariaDB 上跑：SQLite 会把写事务整体串行化，证明不了行锁与条件更新。
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from django.db import connection, connections
+from django.utils import timezone
+
+from approvals.errors import AlreadyDecided, ApprovalError
+from approvals.models import Approval, ApprovalEvent, EventKind, Status, Vote
+from approvals.services import approval_create, approval_decide, approval_expire
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.mysql,
+    pytest.mark.skipif(connection.vendor != "mysql", reason="行锁竞争只在 MySQL/MariaDB 上有意义"),
+]
+
+TERMINAL_EVENTS = {EventKind.APPROVED, EventKind.REJECTED, EventKind.TIMEOUT, EventKind.CANCELLED}
+
+
+def run_concurrently(calls: list) -> list:
+    """所有线程在同一个 barrier 上同时起跑；每个线程用自己的数据库连接，结束时关闭。"""
+    barrier = threading.Barrier(len(calls))
+    results: list = [None] * len(calls)
+
+    def worker(index: int, call) -> None:
+        try:
+            barrier.wait()
+            results[index] = ("ok", call())
+        except ApprovalError as exc:
+            results[index] = ("error", exc)
+        except Exception as exc:  # noqa: BLE001 - 把意外错误交给断言报告
+            results[index] = ("crash", exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=worker, args=(i, c)) for i, c in enumerate(calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads), "线程没有结束（死锁？）"
+    crashes = [r for r in results if r[0] == "crash"]
+    assert not crashes, crashes
+    return results
+
+
+def terminal_events(approval: Approval) -> list[ApprovalEvent]:
+    return list(ApprovalEvent.objects.filter(approval=approval, kind__in=TERMINAL_EVENTS))
+
+
+def test_twenty_threads_mixed_approve_reject_two_approvers_one_outcome(shop_rule, people):
+    shop_rule.approvers.add(people["approver2"])
+    approval, _ = approval_create(job_name="shop-backend", build_number=1, environment="test")
+    who = [people["approver"], people["approver2"]]
+    calls = [
+        (lambda i=i: approval_decide(approval=approval.pk, approver=who[i % 2],
+                                     decision="approve" if i % 3 else "reject", channel="telegram"))
+        for i in range(20)
+    ]
+    results = run_concurrently(calls)
+
+    approval.refresh_from_db()
+    assert approval.status in (Status.APPROVED, Status.REJECTED)
+    assert len(terminal_events(approval)) == 1
+    assert Vote.objects.filter(approval=approval).count() == 1
+    winners = [r for r in results if r[0] == "ok"]
+    assert len(winners) == 1 and winners[0][1].final
+    losers = [r[1] for r in results if r[0] == "error"]
+    assert len(losers) == 19
+    # 输家都被告知谁、何时决定的（“已由 X 于 T …”）
+    assert all(isinstance(e, AlreadyDecided) and approval.decided_by_name in e.message for e in losers)
+
+
+def test_two_of_two_with_concurrent_votes_records_both_votes_once(shop_rule, people):
+    approval, _ = approval_create(job_name="shop-backend", build_number=2, environment="production")
+    who = [people["approver"], people["approver2"]]
+    calls = [
+        (lambda i=i: approval_decide(approval=approval.pk, approver=who[i % 2], decision="approve",
+                                     channel="telegram"))
+        for i in range(20)
+    ]
+    results = run_concurrently(calls)
+    approval.refresh_from_db()
+    assert approval.status == Status.APPROVED
+    assert Vote.objects.filter(approval=approval).count() == 2
+    assert len(terminal_events(approval)) == 1
+    assert Counter(r[0] for r in results)["ok"] == 2
+
+
+def test_decisions_racing_the_timeout_sweep_one_winner(shop_rule, people):
+    shop_rule.approvers.add(people["approver2"])
+    who = [people["approver"], people["approver2"]]
+    for attempt in range(5):
+        approval, _ = approval_create(job_name="shop-backend", build_number=100 + attempt, environment="test")
+        # 截止时间就在此刻：决定与超时扫描同时抢
+        deadline = timezone.now() + timedelta(milliseconds=50)
+        Approval.objects.filter(pk=approval.pk).update(expires_at=deadline)
+        pk, sweep_time = approval.pk, deadline + timedelta(seconds=1)
+        calls = []
+        for i in range(20):
+            if i % 2:
+                calls.append(lambda i=i, pk=pk: approval_decide(approval=pk, approver=who[i % 4 // 2],
+                                                                decision="approve", channel="telegram"))
+            else:
+                calls.append(lambda pk=pk, at=sweep_time: approval_expire(approval=pk, now=at))
+        run_concurrently(calls)
+        approval.refresh_from_db()
+        assert approval.status in (Status.APPROVED, Status.TIMEOUT)
+        assert len(terminal_events(approval)) == 1
+        if approval.status == Status.TIMEOUT:
+            assert not Vote.objects.filter(approval=approval).exists()
+
+
+def test_concurrent_identical_create_calls_make_one_approval(shop_rule):
+    calls = [
+        (lambda: approval_create(job_name="shop-backend", build_number=77, environment="test", input_id="Deploy"))
+        for _ in range(10)
+    ]
+    results = run_concurrently(calls)
+    assert Approval.objects.filter(build_number=77).count() == 1
+    ids = {r[1][0].pk for r in results}
+    assert len(ids) == 1
+    assert sum(1 for r in results if r[1][1]) == 1  # 恰好一个调用者看到 created=True
+
+
+def test_chinese_and_emoji_round_trip(shop_rule):
+    text = "修复 🚀 支付回调；𠮷野家 ✅ 「生产」发布\n第二行"
+    approval, _ = approval_create(job_name="商城/后端-服务", build_number=3, environment="生产",
+                                  description=text, operation="灰度发布 🔥", version="v2.0-β")
+    fresh = Approval.objects.get(pk=approval.pk)
+    assert fresh.description == text and fresh.operation == "灰度发布 🔥" and fresh.version == "v2.0-β"
+    assert fresh.job_name == "商城/后端-服务"
