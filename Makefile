@@ -1,0 +1,52 @@
+# 新机器上的两条命令：make run（装好并启动整个服务）与 make test（装好并跑测试）。
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint check deps setup config bench clean
+
+# mysqlclient 需要编译：缺头文件时（Debian/Ubuntu 且为 root）自动安装
+deps:
+	@if ! pkg-config --exists mysqlclient 2>/dev/null && ! pkg-config --exists libmariadb 2>/dev/null; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+	    echo "安装 mysqlclient 的编译依赖 (libmariadb-dev pkg-config gettext)…"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libmariadb-dev pkg-config gettext >/dev/null; \
+	  else \
+	    echo "请先安装 MySQL 客户端开发包：sudo apt-get install libmariadb-dev pkg-config（macOS: brew install mysql-client pkg-config）"; exit 1; \
+	  fi; \
+	fi
+
+$(STAMP): requirements/base.txt requirements/prod.txt requirements/dev.txt
+	@$(MAKE) --no-print-directory deps
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements/dev.txt
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# 没有配置文件时从示例复制一份，方便第一次体验
+config:
+	@test -f config/users.json || cp config/users.example.json config/users.json
+	@test -f config/app.json || cp config/app.example.json config/app.json
+
+run: setup config
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py load_config
+	$(PY) manage.py setup_periodic_tasks
+	$(PY) manage.py bootstrap_admin
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start
+
+test: setup
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check .
+
+check: setup
+	DJANGO_PRODUCTION=1 DJANGO_DEBUG=0 $(PY) manage.py check --deploy --fail-level WARNING
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
