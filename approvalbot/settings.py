@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "django_celery_beat",
+    "approvalbot",  # 只有管理命令（setup_periodic_tasks、bootstrap_admin），没有模型
     "accounts",
     "approvals",
     "jenkins_bridge",
