@@ -111,6 +111,7 @@ DATABASES = {
 _db = DATABASES["default"]
 _db.setdefault("OPTIONS", {})
 if _db["ENGINE"] == "django.db.backends.sqlite3":
+    _db["ENGINE"] = "approvalbot.sqlite"
     _db["OPTIONS"].update(
         {
             "timeout": 20,

@@ -17,6 +17,8 @@ ANNOUNCE_TASK = "telegram_bot.tasks.approval_announce_task"  # 新审批：发�
 REFRESH_TASK = "telegram_bot.tasks.approval_messages_refresh_task"  # 状态/票数变化：编辑所有消息
 JENKINS_RESUME_TASK = "jenkins_bridge.tasks.approval_resume_task"  # 决定后：继续/中止 Jenkins
 BUILD_RESULT_NOTIFY_TASK = "telegram_bot.tasks.build_result_notify_task"  # 构建结果通知
+REMINDER_DIGEST_TASK = "telegram_bot.tasks.reminder_digest_task"  # (chat_id, [approval pk…])：一群一条提醒摘要
+TIMEOUT_NOTICE_TASK = "telegram_bot.tasks.timeout_notice_task"  # 超时通知（R11）
 
 
 def enqueue_on_commit(task_name: str, *args: object) -> None:
@@ -53,3 +55,11 @@ def approval_closed(approval_id: int, *, jenkins_action: bool) -> None:
 
 def build_result_received(build_result_id: int) -> None:
     enqueue_on_commit(BUILD_RESULT_NOTIFY_TASK, build_result_id)
+
+
+def reminders_due(chat_id: int | None, approval_ids: list[int]) -> None:
+    enqueue_on_commit(REMINDER_DIGEST_TASK, chat_id, approval_ids)
+
+
+def approval_timed_out(approval_id: int) -> None:
+    enqueue_on_commit(TIMEOUT_NOTICE_TASK, approval_id)

@@ -8,5 +8,17 @@ register(PeriodicTaskSpec(
     name="approvals.heartbeat",
     task="approvals.tasks.beat_heartbeat_task",
     every_seconds=settings.SWEEP_INTERVAL_SECONDS,
-    description="记录 beat 仍在运行（/health 检查 beat 新鲜度）",
+    description="记录 beat 与 worker 仍在运行（/health 检查新鲜度）",
+))
+register(PeriodicTaskSpec(
+    name="approvals.reminder_sweep",
+    task="approvals.tasks.reminder_sweep_task",
+    every_seconds=settings.SWEEP_INTERVAL_SECONDS,
+    description="到期提醒：按群合并为一条摘要（R1–R8、X6）",
+))
+register(PeriodicTaskSpec(
+    name="approvals.timeout_sweep",
+    task="approvals.tasks.timeout_sweep_task",
+    every_seconds=settings.SWEEP_INTERVAL_SECONDS,
+    description="超时处理：按规则策略拒绝并终止构建，或仅标记（R9–R11）",
 ))

@@ -436,17 +436,20 @@ def approval_expire(*, approval: Approval | int, now: datetime | None = None) ->
 
 def _expire_locked(locked: Approval) -> bool:
     reject = locked.timeout_policy == "reject"
-    return _close(
+    changed = _close(
         locked,
         status=Status.TIMEOUT,
-        reason=_("超过截止时间 %(time)s 无人审批") % {"time": format_time(locked.expires_at)},
+        reason=_("超过截止时间无人审批"),
         actor=None,
         channel=Channel.SYSTEM,
         kind=EventKind.TIMEOUT,
         # reject 策略：像拒绝一样中止 Jenkins；mark 策略：只标记，不动 Jenkins
         jenkins_action=reject,
-        details={"policy": locked.timeout_policy},
+        details={"policy": locked.timeout_policy, "expires_at": locked.expires_at.isoformat()},
     )
+    if changed:
+        effects.approval_timed_out(locked.pk)
+    return changed
 
 
 @transaction.atomic
@@ -488,14 +491,96 @@ def approval_mirror_decision(*, approval: Approval | int, approved: bool, decide
 # ---------------------------------------------------------------- 提醒 / Jenkins 操作状态（供任务使用）
 
 
-def approval_claim_reminder(*, approval_id: int, due_at: datetime, next_at: datetime | None) -> bool:
-    """条件更新认领一次提醒：两个 beat 或两次扫描并发时，只有一个能发。"""
-    from django.db.models import F
+def _due_rows_locked(qs):
+    """锁住到期行；MySQL/MariaDB 用 SKIP LOCKED，让并发的两次扫描各拿各的，正被人决定的行也直接跳过。"""
+    from django.db import connection
 
-    changed = Approval.objects.filter(pk=approval_id, status=Status.PENDING, next_reminder_at=due_at).update(
-        next_reminder_at=next_at, reminder_count=F("reminder_count") + 1
+    if connection.features.has_select_for_update_skip_locked:
+        return qs.select_for_update(skip_locked=True)
+    return qs.select_for_update()
+
+
+@transaction.atomic
+def approvals_claim_due_reminders(*, now: datetime | None = None, limit: int = 500) -> dict[int | None, list[int]]:
+    """认领一批到期提醒：推进 next_reminder_at、计数加一、写历史，返回 {chat_id: [approval pk…]}。
+
+    整批在一个事务里用固定的几条查询完成（锁行、bulk_update、bulk_create），与批大小无关；
+    同一行不会被两次扫描各发一次。真正发送在提交后按群合并为一条摘要（X6）。
+    """
+    from .reminders import next_reminder_after
+
+    now = now or timezone.now()
+    rows = list(
+        _due_rows_locked(
+            Approval.objects.filter(status=Status.PENDING, next_reminder_at__lte=now, expires_at__gt=now)
+            .order_by("next_reminder_at", "id")
+            .only("id", "next_reminder_at", "reminder_count", "reminder_policy", "expires_at", "chat_id")[:limit]
+        )
     )
-    return changed == 1
+    if not rows:
+        return {}
+    by_chat: dict[int | None, list[int]] = {}
+    events = []
+    for row in rows:
+        row.reminder_count += 1
+        # 以计划时间而不是发送时间推算下一次，扫描偶尔迟到不会让时间表漂移
+        row.next_reminder_at = next_reminder_after(
+            row.reminder_policy, sent_count=row.reminder_count, due_at=row.next_reminder_at, expires_at=row.expires_at
+        )
+        by_chat.setdefault(row.chat_id, []).append(row.pk)
+        events.append(ApprovalEvent(approval_id=row.pk, kind=EventKind.REMINDER, channel=Channel.SYSTEM,
+                                    details={"number": row.reminder_count, "chat_id": row.chat_id}))
+    Approval.objects.bulk_update(rows, ["reminder_count", "next_reminder_at"], batch_size=limit)
+    ApprovalEvent.objects.bulk_create(events, batch_size=limit)
+    for chat_id, ids in by_chat.items():
+        effects.reminders_due(chat_id, ids)
+    return by_chat
+
+
+@transaction.atomic
+def approvals_expire_due(*, now: datetime | None = None, limit: int = 500) -> list[int]:
+    """超时扫描（R9–R11）：把一批过了截止时间的待审批置为 timeout，按各自快照的策略决定是否动 Jenkins。
+
+    与决定赛跑：决定方持有行锁时本扫描跳过该行（SKIP LOCKED），下一轮再看；谁先改到行谁赢，只落一个结果。
+    """
+    now = now or timezone.now()
+    rows = list(
+        _due_rows_locked(
+            Approval.objects.filter(status=Status.PENDING, expires_at__lte=now)
+            .order_by("expires_at", "id")
+            .only("id", "timeout_policy", "expires_at")[:limit]
+        )
+    )
+    if not rows:
+        return []
+    expired: list[int] = []
+    events = []
+    for reject in (True, False):
+        ids = [r.pk for r in rows if (r.timeout_policy == "reject") is reject]
+        if not ids:
+            continue
+        Approval.objects.filter(pk__in=ids, status=Status.PENDING).update(
+            status=Status.TIMEOUT,
+            decided_at=now,
+            decided_by=None,
+            decided_by_name="",
+            decision_channel=Channel.SYSTEM,
+            reason=_("超过截止时间无人审批"),
+            next_reminder_at=None,
+            jenkins_action_state=JenkinsActionState.PENDING if reject else JenkinsActionState.NONE,
+            updated_at=now,
+        )
+        for row in rows:
+            if row.pk in ids:
+                expired.append(row.pk)
+                events.append(ApprovalEvent(
+                    approval_id=row.pk, kind=EventKind.TIMEOUT, channel=Channel.SYSTEM,
+                    details={"policy": row.timeout_policy, "expires_at": row.expires_at.isoformat()},
+                ))
+                effects.approval_closed(row.pk, jenkins_action=reject)
+                effects.approval_timed_out(row.pk)
+    ApprovalEvent.objects.bulk_create(events, batch_size=limit)
+    return expired
 
 
 def approval_record_jenkins_action(

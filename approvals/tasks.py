@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
 from django.utils import timezone
 
+from . import services
 from .models import Heartbeat
+
+logger = logging.getLogger(__name__)
+
+SWEEP_BATCH = 500
+# 单次扫描最多处理的批数：积压很多时分几轮处理，避免一次任务超过时间限制
+SWEEP_MAX_BATCHES = 40
 
 
 @shared_task(name="approvals.tasks.beat_heartbeat_task", ignore_result=True)
@@ -14,3 +23,34 @@ def beat_heartbeat_task() -> str:
     now = timezone.now()
     Heartbeat.objects.update_or_create(name="beat", defaults={"at": now})
     return now.isoformat()
+
+
+@shared_task(name="approvals.tasks.reminder_sweep_task", ignore_result=True)
+def reminder_sweep_task() -> int:
+    """认领到期提醒并按群投递摘要。两个 beat 同时触发也安全：行在事务里被锁定认领。"""
+    now = timezone.now()
+    total = 0
+    for _batch in range(SWEEP_MAX_BATCHES):
+        claimed = services.approvals_claim_due_reminders(now=now, limit=SWEEP_BATCH)
+        count = sum(len(ids) for ids in claimed.values())
+        total += count
+        if count < SWEEP_BATCH:
+            break
+    if total:
+        logger.info("提醒扫描：%s 条审批到期", total)
+    return total
+
+
+@shared_task(name="approvals.tasks.timeout_sweep_task", ignore_result=True)
+def timeout_sweep_task() -> int:
+    """把过了截止时间的待审批置为超时，并按策略处理 Jenkins 与通知。"""
+    now = timezone.now()
+    total = 0
+    for _batch in range(SWEEP_MAX_BATCHES):
+        expired = services.approvals_expire_due(now=now, limit=SWEEP_BATCH)
+        total += len(expired)
+        if len(expired) < SWEEP_BATCH:
+            break
+    if total:
+        logger.info("超时扫描：%s 条审批超时", total)
+    return total
