@@ -1,0 +1,96 @@
+"""项目级行为：嵌入式默认、周期任务同步、首次管理员、日志脱敏。"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_manage(*args: str, env_extra: dict[str, str]) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
+    env.update(env_extra)
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_embedded_defaults_sqlite_wal_and_filesystem_broker(tmp_path):
+    """不设任何变量：SQLite 在 var/ 下、WAL 模式，broker 是文件系统。"""
+    result = run_manage(
+        "shell", "--no-imports", "-c",
+        "from django.db import connection; from django.conf import settings; c = connection.cursor();"
+        "c.execute('PRAGMA journal_mode'); print(c.fetchone()[0]); c.execute('PRAGMA busy_timeout');"
+        "print(c.fetchone()[0]); print(settings.DATABASES['default']['NAME']); print(settings.CELERY_BROKER_URL);"
+        "print(settings.LANGUAGE_CODE, settings.TIME_ZONE)",
+        env_extra={"APP_VAR_DIR": str(tmp_path), "APP_IGNORE_DOTENV": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    journal, busy, name, broker, lang = result.stdout.split("\n")[:5]
+    assert journal == "wal"
+    assert int(busy) >= 5000
+    assert name == str(tmp_path / "db.sqlite3")
+    assert broker == "filesystem://"
+    assert lang == "zh-hans Asia/Shanghai"
+    assert (tmp_path / "celery" / "out").is_dir()
+
+
+def test_production_refuses_to_start_without_secret_key(tmp_path):
+    result = run_manage("check", env_extra={"APP_VAR_DIR": str(tmp_path), "APP_IGNORE_DOTENV": "1",
+                                             "DJANGO_PRODUCTION": "1", "APP_TESTING": "0"})
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY" in result.stderr
+
+
+@pytest.mark.django_db
+def test_setup_periodic_tasks_is_idempotent_and_disables_removed(capsys):
+    from django_celery_beat.models import PeriodicTask
+
+    call_command("setup_periodic_tasks")
+    names = set(PeriodicTask.objects.values_list("name", flat=True))
+    assert {"[auto] approvals.reminder_sweep", "[auto] approvals.timeout_sweep", "[auto] approvals.heartbeat"} <= names
+    call_command("setup_periodic_tasks")
+    assert PeriodicTask.objects.count() == len(names)
+    sweep = PeriodicTask.objects.get(name="[auto] approvals.reminder_sweep")
+    assert sweep.interval.every == 30 and sweep.task == "approvals.tasks.reminder_sweep_task"
+    PeriodicTask.objects.create(name="[auto] gone.task", task="gone.task", interval=sweep.interval)
+    call_command("setup_periodic_tasks")
+    assert not PeriodicTask.objects.get(name="[auto] gone.task").enabled
+
+
+@pytest.mark.django_db
+def test_bootstrap_admin_creates_one_superuser_once(settings, tmp_path):
+    from django.contrib.auth import get_user_model
+
+    settings.VAR_DIR = tmp_path
+    call_command("bootstrap_admin")
+    call_command("bootstrap_admin")
+    users = get_user_model().objects.filter(is_superuser=True)
+    assert users.count() == 1
+    username, password = (tmp_path / "admin-password.txt").read_text().split()
+    assert users.get().check_password(password) and username == "admin"
+    assert (tmp_path / "admin-password.txt").stat().st_mode & 0o077 == 0
+
+
+def test_log_filter_redacts_tokens(settings, caplog):
+    from approvalbot.logging import RedactSecretsFilter
+
+    settings.APPROVAL_API_TOKEN = "api-secret-token-123456"
+    record = logging.LogRecord("httpx", logging.WARNING, __file__, 1,
+                               "POST https://api.telegram.org/bot123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw/sendMessage %s",
+                               ("Authorization: Bearer api-secret-token-123456",), None)
+    RedactSecretsFilter().filter(record)
+    message = record.getMessage()
+    assert "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw" not in message and "api-secret-token-123456" not in message
+    assert "/bot***/sendMessage" in message
+
+
+def test_httpx_logger_is_quiet():
+    # httpx 在 INFO 级别会记录带 Bot token 的完整 URL
+    assert logging.getLogger("httpx").getEffectiveLevel() >= logging.WARNING
