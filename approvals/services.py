@@ -28,6 +28,7 @@ from .errors import AlreadyDecided, AlreadyVoted, ApprovalNotFound, InvalidReque
 from .models import (
     Approval,
     ApprovalEvent,
+    BuildLog,
     BuildResult,
     Channel,
     EventKind,
@@ -659,3 +660,30 @@ def build_result_record(
     if created:
         effects.build_result_received(record.pk)
     return record, created
+
+
+# ---------------------------------------------------------------- 构建日志
+
+BUILD_LOG_MAX_CHARS = 5 * 1024 * 1024  # 只保留最后 5 MB：失败原因几乎总在末尾
+
+
+@transaction.atomic
+def build_log_append(
+    *, approval: Approval, text: str, next_start: int, complete: bool, reset: bool = False
+) -> BuildLog:
+    """追加一段 Jenkins 增量日志（G5）。next_start 是 Jenkins 的 X-Text-Size，下次从这里续读。"""
+    log, _created = BuildLog.objects.select_for_update().get_or_create(
+        jenkins_server=approval.jenkins_server,
+        job_name=approval.job_name,
+        build_number=approval.build_number,
+        defaults={"approval": approval},
+    )
+    content = text if reset else log.content + text
+    if len(content) > BUILD_LOG_MAX_CHARS:
+        content = content[-BUILD_LOG_MAX_CHARS:]
+    log.content = content
+    log.size = next_start
+    log.is_complete = complete
+    log.approval = approval
+    log.save()
+    return log

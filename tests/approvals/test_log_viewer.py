@@ -1,0 +1,93 @@
+"""日志查看器：签名链接才能看、内容转义、高亮所需结构、下载、Jenkins 不可达时仍可看已存内容。"""
+
+from __future__ import annotations
+
+import socket
+from urllib.parse import urlsplit
+
+import pytest
+import time_machine
+from django.utils import timezone
+
+from approvals.links import LOG_LINK_MAX_AGE, log_token, log_url
+from approvals.models import BuildLog
+from approvals.services import build_log_append
+
+pytestmark = pytest.mark.django_db
+
+
+def local(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.path}?{parts.query}"
+
+
+@pytest.fixture
+def approval_with_log(shop_rule, make_approval):
+    approval = make_approval()
+    build_log_append(approval=approval, text="[Pipeline] stage\n<script>alert(1)</script>\nERROR: 部署失败 🚨\n",
+                     next_start=64, complete=True)
+    return approval
+
+
+def test_signed_link_shows_escaped_log(client, approval_with_log, settings):
+    settings.PUBLIC_BASE_URL = "https://approval.example.com"
+    url = log_url(approval_with_log)
+    assert url.startswith(f"https://approval.example.com/logs/{approval_with_log.public_id}?t=")
+    response = client.get(local(url))
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body and "<script>alert(1)" not in body
+    assert "部署失败 🚨" in body and "构建已结束" in body
+
+
+def test_without_or_with_forged_token_is_forbidden(client, approval_with_log):
+    for query in ("", "?t=forged", f"?t={log_token(approval_with_log)}x"):
+        response = client.get(f"/logs/{approval_with_log.public_id}{query}")
+        assert response.status_code == 403
+        assert "链接无效或已过期" in response.content.decode()
+
+
+def test_link_expires(client, approval_with_log):
+    token = log_token(approval_with_log)
+    with time_machine.travel(timezone.now().timestamp() + LOG_LINK_MAX_AGE + 60):
+        assert client.get(f"/logs/{approval_with_log.public_id}?t={token}").status_code == 403
+
+
+def test_token_of_one_approval_does_not_open_another(client, approval_with_log, make_approval):
+    other = make_approval(environment="production")
+    token = log_token(approval_with_log)
+    assert client.get(f"/logs/{other.public_id}?t={token}").status_code == 403
+
+
+def test_staff_session_may_view_without_token(admin_client, approval_with_log):
+    assert admin_client.get(f"/logs/{approval_with_log.public_id}").status_code == 200
+
+
+def test_unknown_id_is_404(client):
+    assert client.get("/logs/ZZZZZZZZ?t=x").status_code == 404
+
+
+def test_tail_returns_only_new_text_and_download(client, approval_with_log):
+    token = log_token(approval_with_log)
+    full = BuildLog.objects.get().content
+    data = client.get(f"/logs/{approval_with_log.public_id}/tail?t={token}&offset=10").json()
+    assert data["text"] == full[10:] and data["offset"] == len(full) and data["complete"]
+    bad = client.get(f"/logs/{approval_with_log.public_id}/tail?t={token}&offset=abc")
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_offset"
+    download = client.get(f"/logs/{approval_with_log.public_id}/download?t={token}")
+    assert download.status_code == 200 and download["Content-Disposition"].endswith('shop-backend-101.log"')
+    assert download.content.decode() == full
+
+
+def test_jenkins_unreachable_shows_stored_log_and_reason(client, shop_rule, make_approval):
+    with socket.socket() as s:  # 找一个没人监听的端口
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    approval = make_approval()
+    server = approval.jenkins_server
+    server.url = f"http://127.0.0.1:{port}/"
+    server.timeout_seconds = 2
+    server.save()
+    response = client.get(local(log_url(approval)))
+    assert response.status_code == 200
+    assert "暂时无法从 Jenkins 获取日志" in response.content.decode()
