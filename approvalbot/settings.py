@@ -71,6 +71,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # /api/ 下 Django 自己的 404/500 页也换成统一的 JSON 错误形状
+    "jenkins_bridge.api.errors.api_error_middleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -189,6 +191,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "jenkins_bridge.api.errors.api_exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Jenkins 发布审批服务 API",
@@ -246,6 +249,8 @@ JENKINS_API_TOKEN = secret("JENKINS_API_TOKEN")
 JENKINS_TIMEOUT_SECONDS = env.float("JENKINS_TIMEOUT_SECONDS", default=10.0)
 
 APPROVAL_API_TOKEN = secret("APPROVAL_API_TOKEN")
+# 可选：引导 token 的请求签名密钥（设置后请求须带 X-Approval-Signature）
+APPROVAL_API_SIGNING_SECRET = secret("APPROVAL_API_SIGNING_SECRET")
 
 # ---------------------------------------------------------------- 配置文件
 APP_CONFIG_FILE = Path(env.str("APP_CONFIG_FILE", default=str(BASE_DIR / "config" / "app.json")))

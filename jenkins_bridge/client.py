@@ -1,0 +1,258 @@
+"""Jenkins 客户端：全项目唯一 import python-jenkins 的地方。
+
+所有失败都折算成一个 JenkinsError(permanent=…)：
+- 永久（permanent=True）：404 构建/input 不存在、input 已被处理、认证/权限错误——重试也不会好，记录后停止；
+- 暂时（permanent=False）：连接失败、超时、5xx、429、CSRF crumb 过期——按退避重试。
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import jenkins
+import requests
+
+from .models import JenkinsServer
+
+logger = logging.getLogger(__name__)
+
+APPROVER_ACTION_CLASS = "org.jenkinsci.plugins.workflow.support.steps.input.ApproverAction"
+REJECTION_CLASS = "org.jenkinsci.plugins.workflow.support.steps.input.Rejection"
+BUILD_TREE = "number,url,building,result,duration,actions[_class,userId,causes[_class,shortDescription,user[id,fullName]]]"
+
+
+class JenkinsError(Exception):
+    """对 Jenkins 的一次调用失败。kind 是机器可读的原因，status 是 HTTP 状态（如有）。"""
+
+    def __init__(self, message: str, *, permanent: bool, kind: str = "error", status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.permanent = permanent
+        self.kind = kind
+        self.status = status
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class PendingInput:
+    """wfapi/pendingInputActions 里的一项。"""
+
+    id: str
+    message: str = ""
+    parameters: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class BuildState:
+    """构建的要点：是否还在跑、结果、在 Jenkins 里批准/拒绝 input 的人。"""
+
+    building: bool
+    result: str | None
+    approvers: list[str]
+    rejected_by: str | None
+    rejected: bool
+    raw: dict[str, Any]
+
+
+def normalize_input_id(raw: str) -> str:
+    """Jenkins 的 InputStep 会把 id 首字母大写（a-z 开头的 URL 段留给 InputAction 自己）。"""
+    value = (raw or "").strip()
+    if value and "a" <= value[0] <= "z":
+        value = value[0].upper() + value[1:]
+    return value
+
+
+def job_path(name: str) -> str:
+    """folder/sub/job → job/folder/job/sub/job/job/（每段单独 URL 编码，支持中文与空格）。"""
+    parts = [p for p in name.strip("/").split("/") if p]
+    return "".join(f"job/{quote(p, safe='')}/" for p in parts)
+
+
+def _http_status(exc: BaseException) -> tuple[int | None, str]:
+    """python-jenkins 把 401/403/404/500 包成自己的异常，原始 HTTPError 留在异常链上。"""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        response = getattr(current, "response", None)
+        if isinstance(current, requests.HTTPError) and response is not None:
+            return response.status_code, (response.text or "")[:500]
+        current = current.__cause__ or current.__context__
+    return None, ""
+
+
+def classify(exc: BaseException, what: str) -> JenkinsError:
+    """把任何底层异常折算成 JenkinsError。"""
+    if isinstance(exc, JenkinsError):
+        return exc
+    status, body = _http_status(exc)
+    if isinstance(exc, (jenkins.TimeoutException, requests.Timeout)):
+        return JenkinsError(f"{what}: 超时", permanent=False, kind="timeout")
+    if isinstance(exc, requests.ConnectionError) and status is None:
+        return JenkinsError(f"{what}: 无法连接 Jenkins", permanent=False, kind="connection")
+    if status is not None:
+        if status == 404:
+            return JenkinsError(f"{what}: 404 不存在", permanent=True, kind="not_found", status=status)
+        if status == 403 and "crumb" in body.lower():
+            # crumb 与会话绑定，过期后换一个新客户端重试即可
+            return JenkinsError(f"{what}: CSRF crumb 无效", permanent=False, kind="crumb", status=status)
+        if status in (401, 403):
+            return JenkinsError(f"{what}: 认证或权限失败（HTTP {status}）", permanent=True, kind="auth", status=status)
+        if status == 400 and "already" in body.lower():
+            return JenkinsError(f"{what}: input 已被处理", permanent=True, kind="input_answered", status=status)
+        if status == 429 or status >= 500:
+            return JenkinsError(f"{what}: HTTP {status}", permanent=False, kind="server_error", status=status)
+        return JenkinsError(f"{what}: HTTP {status}", permanent=True, kind="http_error", status=status)
+    if isinstance(exc, requests.RequestException):
+        return JenkinsError(f"{what}: {exc.__class__.__name__}", permanent=False, kind="connection")
+    # python-jenkins 自己的其他异常（如“Unable to authenticate”）：不确定，按暂时处理
+    return JenkinsError(f"{what}: {exc}", permanent=False, kind="error")
+
+
+class JenkinsClient:
+    """一台 Jenkins 的客户端。每个任务新建一个：crumb 与会话随之更新，避免用到过期 crumb。"""
+
+    def __init__(self, server: JenkinsServer, *, timeout: float | None = None) -> None:
+        if not server.base_url:
+            raise JenkinsError(f"Jenkins「{server.name}」没有配置地址", permanent=True, kind="not_configured")
+        self.server = server
+        self.timeout = timeout or server.timeout_seconds or 10.0
+        token = server.api_token()
+        self._jenkins = jenkins.Jenkins(
+            server.base_url,
+            username=server.username or None,
+            password=token if server.username else None,
+            timeout=self.timeout,
+        )
+
+    # ------------------------------------------------------------ 底层
+
+    def _url(self, path: str) -> str:
+        return self._jenkins._build_url(path)
+
+    def _request(self, method: str, path_or_url: str, *, what: str, data: Any = None,
+                 headers: dict[str, str] | None = None) -> requests.Response:
+        url = path_or_url if path_or_url.startswith(("http://", "https://")) else self._url(path_or_url)
+        req = requests.Request(method, url, data=data, headers=headers or {})
+        try:
+            return self._jenkins.jenkins_request(req)
+        except Exception as exc:  # 统一折算成 JenkinsError（带原异常链）
+            raise classify(exc, what) from exc
+
+    def _json(self, path: str, *, what: str) -> Any:
+        response = self._request("GET", path, what=what)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise JenkinsError(f"{what}: 返回的不是 JSON", permanent=False, kind="bad_response") from exc
+
+    # ------------------------------------------------------------ 读
+
+    def version(self) -> str:
+        """Jenkins 版本。先解析认证：python-jenkins 的 get_version 否则会匿名请求，锁定的控制器回 403。"""
+        try:
+            self._jenkins._maybe_add_auth()
+            return self._jenkins.get_version()
+        except Exception as exc:  # 统一折算成 JenkinsError（带原异常链）
+            raise classify(exc, "get_version") from exc
+
+    def whoami(self) -> dict[str, Any]:
+        try:
+            return self._jenkins.get_whoami()
+        except Exception as exc:  # 统一折算成 JenkinsError（带原异常链）
+            raise classify(exc, "whoami") from exc
+
+    def build_info(self, job_name: str, number: int) -> dict[str, Any]:
+        # tree 只取需要的字段：大构建的 depth=1 全量 JSON 可能有几 MB
+        return self._json(f"{job_path(job_name)}{int(number)}/api/json?tree={BUILD_TREE}", what="build_info")
+
+    def build_state(self, job_name: str, number: int) -> BuildState:
+        info = self.build_info(job_name, number)
+        approvers: list[str] = []
+        rejected_by: str | None = None
+        rejected = False
+        for action in info.get("actions") or []:
+            if not isinstance(action, dict):
+                continue
+            if action.get("_class") == APPROVER_ACTION_CLASS and action.get("userId"):
+                approvers.append(str(action["userId"]))
+            for cause in action.get("causes") or []:
+                if isinstance(cause, dict) and cause.get("_class") == REJECTION_CLASS:
+                    rejected = True
+                    user = cause.get("user") or {}
+                    if isinstance(user, dict):
+                        rejected_by = user.get("id") or user.get("fullName") or rejected_by
+        return BuildState(
+            building=bool(info.get("building")),
+            result=info.get("result"),
+            approvers=approvers,
+            rejected_by=rejected_by,
+            rejected=rejected,
+            raw=info,
+        )
+
+    def console_text(self, job_name: str, number: int) -> str:
+        response = self._request("GET", f"{job_path(job_name)}{int(number)}/consoleText", what="consoleText")
+        return response.content.decode("utf-8", "replace")
+
+    def progressive_text(self, job_name: str, number: int, start: int = 0) -> tuple[str, int, bool]:
+        """增量日志：返回 (新文本, 下次的 start, 构建是否还在输出)。"""
+        response = self._request(
+            "GET", f"{job_path(job_name)}{int(number)}/logText/progressiveText?start={int(start)}",
+            what="progressiveText",
+        )
+        size = int(response.headers.get("X-Text-Size") or start)
+        more = (response.headers.get("X-More-Data") or "").lower() == "true"
+        # Jenkins 的日志是 UTF-8；不依赖响应头里的 charset（反向代理常把它弄丢）
+        return response.content.decode("utf-8", "replace"), size, more
+
+    def pending_inputs(self, job_name: str, number: int) -> list[PendingInput]:
+        data = self._json(f"{job_path(job_name)}{int(number)}/wfapi/pendingInputActions", what="pendingInputActions")
+        result = []
+        for item in data or []:
+            if isinstance(item, dict) and item.get("id"):
+                params = [str(p.get("name")) for p in item.get("inputs") or [] if isinstance(p, dict) and p.get("name")]
+                result.append(PendingInput(id=str(item["id"]), message=str(item.get("message") or ""),
+                                           parameters=params))
+        return result
+
+    # ------------------------------------------------------------ 写
+
+    def _input_path(self, job_name: str, number: int, input_id: str, verb: str) -> str:
+        return f"{job_path(job_name)}{int(number)}/input/{quote(normalize_input_id(input_id), safe='')}/{verb}"
+
+    def input_proceed(self, job_name: str, number: int, input_id: str, parameters: dict[str, str] | None = None) -> str:
+        """批准 input：有参数时 POST /proceed（表单字段 json），否则 /proceedEmpty。返回所用的动作名。"""
+        if parameters:
+            payload = {"parameter": [{"name": k, "value": v} for k, v in parameters.items()]}
+            self._request("POST", self._input_path(job_name, number, input_id, "proceed"), what="input proceed",
+                          data={"json": json.dumps(payload, ensure_ascii=False)})
+            return "proceed"
+        self._request("POST", self._input_path(job_name, number, input_id, "proceedEmpty"), what="input proceedEmpty")
+        return "proceedEmpty"
+
+    def input_abort(self, job_name: str, number: int, input_id: str) -> None:
+        self._request("POST", self._input_path(job_name, number, input_id, "abort"), what="input abort")
+
+    def stop_build(self, job_name: str, number: int) -> None:
+        self._request("POST", f"{job_path(job_name)}{int(number)}/stop", what="stop")
+
+    def post_webhook(self, url: str, payload: dict[str, Any]) -> int:
+        """Webhook Step 回调：该端点不要求 Jenkins 登录与 crumb；Authorization 头只用于它自己的 authToken。"""
+        headers = {"Content-Type": "application/json; charset=utf-8"}
+        auth = self.server.webhook_auth_header()
+        if auth:
+            headers["Authorization"] = auth
+        body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        try:
+            response = requests.post(url, data=body, headers=headers, timeout=self.timeout, allow_redirects=False)
+            response.raise_for_status()
+        except Exception as exc:  # 统一折算成 JenkinsError（带原异常链）
+            raise classify(exc, "webhook") from exc
+        return response.status_code

@@ -1,0 +1,241 @@
+"""Jenkins 一侧的操作：决定之后继续/中止流水线（J5/J6），以及镜像 Jenkins 里发生的事（X12）。
+
+审批状态的改变仍然只经过 approvals.services；这里只负责“对 Jenkins 做什么、看到了什么”。
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from approvals.models import Approval, ResumeMode, Status
+from approvals.services import approval_cancel, approval_mirror_decision
+
+from .client import JenkinsClient, JenkinsError, PendingInput, normalize_input_id
+from .models import ApiScope, ApiToken, BuildWatch, hash_token
+
+logger = logging.getLogger(__name__)
+
+TOKEN_PREFIX = "apv_"
+
+
+@dataclass
+class ResumeResult:
+    """一次成功的 Jenkins 操作：action 写进历史，details 说明细节。"""
+
+    action: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def build_watch_get(approval: Approval) -> BuildWatch:
+    watch, _created = BuildWatch.objects.get_or_create(approval=approval)
+    return watch
+
+
+def webhook_payload(approval: Approval) -> dict[str, Any]:
+    """回调给 Webhook Step 的 JSON（契约字段）。"""
+    return {
+        "approval_id": approval.public_id,
+        "status": approval.status,
+        "approved": approval.status == Status.APPROVED,
+        "decided_by": approval.decided_by_name,
+        "reason": approval.reason,
+    }
+
+
+def _find_pending(inputs: list[PendingInput], wanted: str) -> PendingInput | None:
+    """按 id 找等待中的 input：先精确（含首字母大写规则），再忽略大小写；没给 id 且只有一个时就是它。"""
+    if not wanted:
+        return inputs[0] if len(inputs) == 1 else None
+    normalized = normalize_input_id(wanted)
+    for item in inputs:
+        if item.id == normalized:
+            return item
+    for item in inputs:
+        if item.id.lower() == wanted.strip().lower():
+            return item
+    return None
+
+
+def _input_gone(client: JenkinsClient, approval: Approval, watch: BuildWatch, cause: JenkinsError | None) -> ResumeResult:
+    """input 不在等待列表里（或 POST 得到 404/“已处理”）：判断是我们早已做完、构建没了、有人在 Jenkins 里处理了，还是还没走到。"""
+    if watch.action_sent_at is not None:
+        # 上次请求其实已到达 Jenkins（例如响应超时），重试时 input 已消失：视为已完成，不重复操作
+        return ResumeResult("already_done", {"note": "input 已不在等待，之前的请求已送达"})
+    state = client.build_state(approval.job_name, approval.build_number)  # 404 → 永久：构建已不存在
+    service_user = (approval.jenkins_server.username or "").lower()
+    others = [u for u in state.approvers if u.lower() != service_user]
+    if others or (state.rejected and (state.rejected_by or "").lower() != service_user):
+        who = others[-1] if others else (state.rejected_by or "")
+        raise JenkinsError(
+            _("input 已在 Jenkins 中被 %(who)s 处理") % {"who": who or "?"}, permanent=True, kind="input_answered"
+        )
+    if not state.building:
+        raise JenkinsError(
+            _("构建已结束（%(result)s），input 不再等待") % {"result": state.result or "-"},
+            permanent=True, kind="build_finished",
+        )
+    if watch.input_seen_at is not None or (cause is not None and cause.kind == "input_answered"):
+        raise JenkinsError(_("input 已在 Jenkins 中被处理"), permanent=True, kind="input_answered")
+    # 流水线还没走到 input 步骤：稍后重试
+    raise JenkinsError(_("input 尚未进入等待"), permanent=False, kind="input_not_pending")
+
+
+def _resume_input(client: JenkinsClient, approval: Approval, watch: BuildWatch) -> ResumeResult:
+    approved = approval.status == Status.APPROVED
+    wanted = approval.input_id
+    pending: PendingInput | None = None
+    try:
+        inputs = client.pending_inputs(approval.job_name, approval.build_number)
+    except JenkinsError as exc:
+        if exc.kind != "not_found":
+            raise
+        # 没装 Pipeline Stage View（wfapi）或构建不存在：看构建本身；构建在就按给定 id 直接操作
+        client.build_state(approval.job_name, approval.build_number)
+        inputs = None
+    if inputs is not None:
+        pending = _find_pending(inputs, wanted)
+        if pending is None:
+            return _input_gone(client, approval, watch, None)
+        if watch.input_seen_at is None:
+            BuildWatch.objects.filter(pk=watch.pk).update(input_seen_at=timezone.now())
+            watch.input_seen_at = timezone.now()
+    input_id = pending.id if pending else normalize_input_id(wanted)
+    if not input_id:
+        raise JenkinsError(_("不知道要操作哪个 input（没有 input_id，且无法读取等待列表）"), permanent=True,
+                           kind="input_unknown")
+    BuildWatch.objects.filter(pk=watch.pk).update(action_sent_at=timezone.now())
+    details: dict[str, Any] = {"input_id": input_id}
+    try:
+        if approved:
+            params = None
+            wanted_param = (approval.jenkins_server.approver_parameter or "").strip()
+            if pending and wanted_param:
+                declared = {p.lower(): p for p in pending.parameters}
+                if wanted_param.lower() in declared:
+                    # X14：真实审批人写进 input 参数，而不只是服务账号
+                    params = {declared[wanted_param.lower()]: approval.decided_by_name or "approval-bot"}
+            verb = client.input_proceed(approval.job_name, approval.build_number, input_id, params)
+            details["parameters"] = params or {}
+            action = f"input_{verb}"
+        else:
+            client.input_abort(approval.job_name, approval.build_number, input_id)
+            action = "input_abort"
+    except JenkinsError as exc:
+        if exc.kind in ("not_found", "input_answered"):
+            # 回到“未发送”状态再判断：404 不能证明是我们做的
+            BuildWatch.objects.filter(pk=watch.pk).update(action_sent_at=None)
+            watch.action_sent_at = None
+            return _input_gone(client, approval, watch, exc)
+        raise
+    return ResumeResult(action, details)
+
+
+def approval_resume_jenkins(approval: Approval) -> ResumeResult:
+    """按恢复方式对 Jenkins 执行决定（已由任务确认 jenkins_action_state=pending）。失败抛 JenkinsError。"""
+    approved = approval.status == Status.APPROVED
+    watch = build_watch_get(approval)
+    client = JenkinsClient(approval.jenkins_server)
+    if approval.resume_mode == ResumeMode.INPUT:
+        result = _resume_input(client, approval, watch)
+    elif approval.resume_mode == ResumeMode.WEBHOOK:
+        status_code = client.post_webhook(approval.callback_url, webhook_payload(approval))
+        result = ResumeResult("webhook", {"http_status": status_code})
+    else:
+        result = ResumeResult("poll", {"note": "流水线轮询等待接口取得结果"})
+    if not approved and approval.stop_build:
+        try:
+            client.stop_build(approval.job_name, approval.build_number)
+            result.action += "+stop"
+        except JenkinsError as exc:
+            if exc.kind != "not_found":
+                raise
+            result.details["stop"] = "构建已不存在"
+    return result
+
+
+# ---------------------------------------------------------------- X12：镜像 Jenkins 里发生的事
+
+
+def approval_mirror_check(approval: Approval) -> str:
+    """检查一条待审批的构建：构建已结束 → cancelled；input 在 Jenkins 里被处理 → 同样的决定。
+
+    返回一个简短的结果标记（测试与日志用）。Jenkins 暂时不可用时抛 JenkinsError，由任务记录。
+    """
+    if approval.status != Status.PENDING:
+        return "not_pending"
+    watch = build_watch_get(approval)
+    now = timezone.now()
+    client = JenkinsClient(approval.jenkins_server)
+    try:
+        state = client.build_state(approval.job_name, approval.build_number)
+    except JenkinsError as exc:
+        if exc.kind != "not_found":
+            raise
+        approval_cancel(approval=approval, reason=_("构建已在 Jenkins 中被删除"), channel="jenkins")
+        return "build_gone"
+    outcome = "waiting"
+    if approval.resume_mode == ResumeMode.INPUT and state.building:
+        try:
+            inputs = client.pending_inputs(approval.job_name, approval.build_number)
+        except JenkinsError as exc:
+            if exc.kind != "not_found":
+                raise
+            inputs = None
+        if inputs is not None:
+            if _find_pending(inputs, approval.input_id):
+                if watch.input_seen_at is None:
+                    BuildWatch.objects.filter(pk=watch.pk).update(input_seen_at=now)
+                outcome = "input_pending"
+            elif watch.input_seen_at is not None:
+                service_user = (approval.jenkins_server.username or "").lower()
+                others = [u for u in state.approvers if u.lower() != service_user]
+                # 在 Jenkins 界面里批准了：构建继续往下跑
+                approval_mirror_decision(approval=approval, approved=True, decided_by=others[-1] if others else "",
+                                         reason=_("在 Jenkins 中批准"))
+                outcome = "mirrored_approved"
+    if outcome == "waiting" and not state.building:
+        if approval.resume_mode == ResumeMode.INPUT and watch.input_seen_at is not None and (
+            state.rejected or state.result == "ABORTED"
+        ):
+            approval_mirror_decision(approval=approval, approved=False, decided_by=state.rejected_by or "",
+                                     reason=_("在 Jenkins 中中止"))
+            outcome = "mirrored_rejected"
+        else:
+            approval_cancel(approval=approval, reason=_("构建已结束（%(result)s）") % {"result": state.result or "-"},
+                            channel="jenkins")
+            outcome = "build_finished"
+    BuildWatch.objects.filter(pk=watch.pk).update(checked_at=now, last_error="")
+    return outcome
+
+
+# ---------------------------------------------------------------- API token
+
+
+def api_token_create(*, name: str, scopes: list[str], signing_secret_env: str = "", description: str = "",
+                     replace: bool = False) -> tuple[ApiToken, str]:
+    """生成 token：返回 (记录, 明文)。明文只此一次，库里只存 SHA-256。replace=True 时轮换同名 token。"""
+    from django.db import transaction
+
+    unknown = sorted(set(scopes) - set(ApiScope.values))
+    if unknown or not scopes:
+        raise ValueError(_("未知或缺少的权限范围：%(s)s（可选 jenkins、approve、read）") % {"s": ", ".join(unknown) or "-"})
+    raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    values = {"key_prefix": raw[:12], "token_hash": hash_token(raw), "scopes": sorted(set(scopes)),
+              "signing_secret_env": signing_secret_env, "description": description, "is_active": True,
+              "last_used_at": None}
+    with transaction.atomic():
+        existing = ApiToken.objects.select_for_update().filter(name=name).first()
+        if existing and not replace:
+            raise ValueError(_("已有名为「%(name)s」的 token；要轮换请加 --replace。") % {"name": name})
+        if existing:
+            for key, value in values.items():
+                setattr(existing, key, value)
+            existing.save()
+            return existing, raw
+        return ApiToken.objects.create(name=name, **values), raw

@@ -1,0 +1,117 @@
+"""Jenkins 的 Celery 任务：薄、幂等；重试退避有上限且带抖动，低于 broker 的 visibility_timeout。"""
+
+from __future__ import annotations
+
+import logging
+import random
+from datetime import datetime, timedelta
+
+from celery import shared_task
+from django.conf import settings
+from django.db.models import F, Q
+from django.utils import timezone
+
+from approvals.effects import JENKINS_RESUME_TASK
+from approvals.models import Approval, JenkinsActionState, Status
+from approvals.services import approval_record_jenkins_action
+
+from .client import JenkinsError
+from .models import BuildWatch
+from .services import approval_mirror_check, approval_resume_jenkins
+
+logger = logging.getLogger(__name__)
+
+RETRY_BASE_SECONDS = 5
+RESUME_MAX_RETRIES = 12
+# 恢复扫描：最后一次尝试之后超过“最长退避 + 余量”仍是 pending，说明重试消息丢了
+RECOVERY_GRACE_SECONDS = 120
+MIRROR_BATCH = 200
+
+
+def retry_countdown(retries: int, *, cap: float | None = None) -> float:
+    """指数退避 + 抖动：5、10、20… 秒，封顶 CELERY_RETRY_BACKOFF_MAX（须小于 visibility_timeout）。"""
+    cap = float(cap if cap is not None else settings.CELERY_RETRY_BACKOFF_MAX)
+    ceiling = min(cap, RETRY_BASE_SECONDS * (2 ** max(retries, 0)))
+    # 抖动取 [一半, 全部]：许多审批同时失败时不会在同一秒一起重试
+    return round(random.uniform(ceiling / 2, ceiling), 1)
+
+
+@shared_task(name=JENKINS_RESUME_TASK, bind=True, ignore_result=True, max_retries=RESUME_MAX_RETRIES)
+def approval_resume_task(self, approval_id: int) -> str:
+    """决定（或超时、取消）之后继续/中止 Jenkins。先看状态：已完成或已失败的什么都不做（幂等）。"""
+    approval = Approval.objects.select_related("jenkins_server").filter(pk=approval_id).first()
+    if approval is None or approval.jenkins_action_state != JenkinsActionState.PENDING:
+        return "skip"
+    try:
+        result = approval_resume_jenkins(approval)
+    except JenkinsError as exc:
+        retries = self.request.retries or 0
+        give_up = exc.permanent or retries >= RESUME_MAX_RETRIES
+        error = exc.message if exc.permanent or not give_up else f"{exc.message}（已重试 {retries} 次，放弃）"
+        if _already_done(approval_id):
+            return "skip"
+        approval_record_jenkins_action(
+            approval=approval_id, ok=False, action=approval.resume_mode, error=error, permanent=give_up,
+            details={"kind": exc.kind, "status": exc.status, "attempt": retries + 1},
+        )
+        if give_up:
+            logger.warning("审批 %s 的 Jenkins 操作失败（不再重试）：%s", approval.public_id, error)
+            return "failed"
+        countdown = retry_countdown(retries)
+        if self.request.is_eager:
+            # 同步（eager）模式没有 broker 能延时：立即重试只会空转，留给恢复扫描补做
+            return "retry_later"
+        logger.info("审批 %s 的 Jenkins 操作暂时失败，%s 秒后重试：%s", approval.public_id, countdown, exc.message)
+        raise self.retry(exc=exc, countdown=countdown) from exc
+    if _already_done(approval_id):
+        return "skip"
+    approval_record_jenkins_action(approval=approval_id, ok=True, action=result.action, details=result.details)
+    return result.action
+
+
+def _already_done(approval_id: int) -> bool:
+    """两个投递并发时，后完成的那个不要把“已完成”改写成失败。"""
+    return Approval.objects.filter(pk=approval_id).exclude(jenkins_action_state=JenkinsActionState.PENDING).exists()
+
+
+@shared_task(name="jenkins_bridge.tasks.jenkins_action_recovery_task", ignore_result=True)
+def jenkins_action_recovery_task(now: str | None = None) -> int:
+    """补发：决定后 Jenkins 操作仍是 pending，而既没有进行中的重试也早该执行完（broker 丢了消息）。"""
+    current = datetime.fromisoformat(now) if now else timezone.now()
+    stale_attempt = current - timedelta(seconds=settings.CELERY_RETRY_BACKOFF_MAX + RECOVERY_GRACE_SECONDS)
+    never_tried = current - timedelta(seconds=RECOVERY_GRACE_SECONDS)
+    ids = list(
+        Approval.objects.filter(jenkins_action_state=JenkinsActionState.PENDING)
+        .filter(Q(jenkins_action_at__isnull=True, decided_at__lte=never_tried) | Q(jenkins_action_at__lte=stale_attempt))
+        .order_by("decided_at")
+        .values_list("pk", flat=True)[:500]
+    )
+    for pk in ids:
+        approval_resume_task.delay(pk)
+    if ids:
+        logger.info("恢复扫描重新投递了 %s 个 Jenkins 操作", len(ids))
+    return len(ids)
+
+
+@shared_task(name="jenkins_bridge.tasks.jenkins_build_mirror_task", ignore_result=True)
+def jenkins_build_mirror_task() -> dict[str, int]:
+    """X12：检查待审批的构建——结束了或在 Jenkins 里被处理了，就关闭审批，Telegram 不再显示过期请求。"""
+    counts: dict[str, int] = {}
+    pending = (
+        Approval.objects.select_related("jenkins_server")
+        .filter(status=Status.PENDING, jenkins_server__is_active=True)
+        .exclude(jenkins_server__url="")
+        # 最久没检查的先查：待审批很多时每轮只查一批，轮流覆盖
+        .order_by(F("jenkins_watch__checked_at").asc(nulls_first=True), "created_at")[:MIRROR_BATCH]
+    )
+    for approval in pending:
+        try:
+            outcome = approval_mirror_check(approval)
+        except JenkinsError as exc:
+            # 暂时连不上 Jenkins：记在观察记录上，下一轮再看；不写审批历史（否则每分钟一条）
+            BuildWatch.objects.update_or_create(
+                approval=approval, defaults={"checked_at": timezone.now(), "last_error": exc.message[:2000]}
+            )
+            outcome = "error"
+        counts[outcome] = counts.get(outcome, 0) + 1
+    return counts
