@@ -664,12 +664,19 @@ class _UsersValidator:
         admin = Source.ADMIN
         by_name = {a.username.lower(): a for a in self.db_approvers}
         by_tg = {a.telegram_id: a for a in self.db_approvers if a.telegram_id is not None}
+        by_tg_name = {a.telegram_username: a for a in self.db_approvers if a.telegram_username and a.source == admin}
         for username, user in self.users.items():
             existing = by_name.get(username)
             if existing is not None and existing.source == admin:
                 self.c.error(("users", username), _(
                     "审批人「%(name)s」已在管理后台创建，配置文件不能接管它；请在后台删除该审批人，或从文件中去掉此用户"
                 ) % {"name": username})
+            namesake = by_tg_name.get(user.telegram_username) if user.telegram_username else None
+            if namesake is not None and namesake.username.lower() != username:
+                # 首次联系时按用户名绑定：两条记录同一个 Telegram 用户名，就不知道该绑给谁
+                self.c.error(("users", username), _(
+                    "Telegram 用户名 @%(tg)s 已属于后台创建的审批人「%(other)s」") % {
+                    "tg": user.telegram_username, "other": namesake.username})
             holder = by_tg.get(user.telegram_id) if user.telegram_id is not None else None
             if holder is not None and holder.username.lower() != username and holder.source == admin:
                 self.c.error(("users", username, "telegram_id"), _(

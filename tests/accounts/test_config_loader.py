@@ -426,6 +426,8 @@ def test_admin_made_records_are_never_touched(files, people, shop_rule):
         pytest.param({"bob": "ops_lead"}, "users.bob: 审批人「bob」已在管理后台创建，配置文件不能接管它", id="user"),
         pytest.param({"users": {"zoe": {"role": "ops_lead", "telegram_id": 1002}}},
                      "users.zoe.telegram_id: telegram_id 1002 已属于后台创建的审批人「bob」", id="telegram-id"),
+        pytest.param({"users": {"zoe": {"role": "pm", "telegram_username": "@Bob"}}},
+                     "users.zoe: Telegram 用户名 @bob 已属于后台创建的审批人「bob」", id="telegram-username"),
         pytest.param({"roles": {"pm": {"name": "PM"}}, "users": {"zoe": "pm"}},
                      "roles.pm: 角色「pm」已在管理后台创建，配置文件不能修改它", id="role"),
         pytest.param({"users": {"zoe": "ops_lead"}, "projects": {"shop-backend": {"approvers": ["zoe"]}}},
