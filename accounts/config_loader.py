@@ -85,6 +85,7 @@ class LoadResult:
     status: str  # missing | unchanged | checked | applied | refused
     checksum: str = ""
     changed: bool = False  # 内容与上一次成功加载的不同
+    applying: bool = True  # False 即 --check：只校验
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     summary: dict[str, int] = field(default_factory=dict)
@@ -101,6 +102,8 @@ class LoadResult:
             return _("%(file)s 未变化。") % {"file": self.path}
         if self.status == "checked":
             return _("%(file)s 校验通过。") % {"file": self.path}
+        if self.status == "refused" and not self.applying:
+            return _("%(file)s 校验失败：\n%(errors)s") % {"file": self.path, "errors": "\n".join(self.errors)}
         if self.status == "refused":
             return _("%(file)s 校验失败，已拒绝，继续使用上一次的好配置：\n%(errors)s") % {
                 "file": self.path, "errors": "\n".join(self.errors)
@@ -989,7 +992,7 @@ def config_load(name: str, *, apply: bool = True, force: bool = True) -> LoadRes
     """
     path = config_path(name)
     label = _file_label(path)
-    result = LoadResult(name=name, path=label, status="missing")
+    result = LoadResult(name=name, path=label, status="missing", applying=apply)
     if not path.is_file():
         return result
     raw = path.read_bytes()
