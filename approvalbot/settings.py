@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,9 +17,11 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("APP_VAR_DIR", BASE_DIR / "var"))
 
 env = environ.Env()
-# .env 只在存在时读取；真实环境变量优先
+# 在 pytest 里运行时自动进入测试模式（conftest 导入得比 settings 晚，不能靠它设环境变量）
+TESTING = env.bool("APP_TESTING", default="pytest" in sys.modules)
+# .env 只在存在时读取；真实环境变量优先；测试不读开发者的 .env
 env_file = BASE_DIR / ".env"
-if env_file.exists() and not os.environ.get("APP_IGNORE_DOTENV"):
+if env_file.exists() and not TESTING and not os.environ.get("APP_IGNORE_DOTENV"):
     environ.Env.read_env(env_file, overwrite=False)
 
 
@@ -31,7 +34,6 @@ def secret(name: str, default: str = "") -> str:
 
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
-TESTING = env.bool("APP_TESTING", default=False)
 
 SECRET_KEY = secret("DJANGO_SECRET_KEY")
 if not SECRET_KEY:
@@ -202,7 +204,8 @@ SPECTACULAR_SETTINGS = {
 
 # ---------------------------------------------------------------- Celery
 # 嵌入式默认用文件系统 broker：无需任何服务器；生产设 CELERY_BROKER_URL=redis://…
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+# 测试：默认内存 broker、任务提交后同步执行（CI 的 MariaDB 轮次显式给 redis://，/health 会真连它）
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="memory://" if TESTING else "filesystem://")
 CELERY_BROKER_DIR = VAR_DIR / "celery"
 if CELERY_BROKER_URL.startswith("filesystem://"):
     for sub in ("out", "processed"):
@@ -229,7 +232,7 @@ CELERY_TASK_TIME_LIMIT = 90
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=TESTING)
 CELERY_TASK_EAGER_PROPAGATES = env.bool("CELERY_TASK_EAGER_PROPAGATES", default=False)
 # 周期任务扫描间隔（秒），由 setup_periodic_tasks 同步到 django-celery-beat
 SWEEP_INTERVAL_SECONDS = env.int("SWEEP_INTERVAL_SECONDS", default=30)

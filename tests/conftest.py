@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import os
+import pytest
 
-# 测试不读开发者的 .env；Celery 任务在提交后同步执行，整条链路可测
-os.environ.setdefault("APP_TESTING", "1")
-os.environ.setdefault("APP_IGNORE_DOTENV", "1")
-os.environ.setdefault("CELERY_TASK_ALWAYS_EAGER", "1")
-os.environ.setdefault("CELERY_BROKER_URL", "memory://")
-
-import pytest  # noqa: E402
+# 测试模式由 settings 自动识别（pytest 已导入时）：不读 .env，Celery 任务提交后同步执行，broker 用内存
 
 
 @pytest.fixture
