@@ -423,6 +423,29 @@ def _decide_locked(
 
 
 @transaction.atomic
+def approval_reason_add(*, approval: Approval | int, approver: Approver, reason: str, channel: str) -> bool:
+    """X3：按钮“一点即拒绝”之后补充拒绝理由。只有拒绝者本人、且还没有理由时可以补一次。
+
+    状态不变（终态不变），只补 reason；记一条 vote 事件（details.reason_added）并刷新消息。返回是否写入。
+    """
+    reason = (reason or "").strip()[:MAX_REASON_LENGTH]
+    if not reason:
+        return False
+    locked = _lock(approval)
+    if locked.status != Status.REJECTED or locked.decided_by_id != approver.pk or locked.reason:
+        return False
+    now = timezone.now()
+    Approval.objects.filter(pk=locked.pk, reason="").update(reason=reason, updated_at=now)
+    Vote.objects.filter(approval=locked, approver=approver, decision=Vote.Decision.REJECT, reason="").update(
+        reason=reason
+    )
+    event_record(approval=locked, kind=EventKind.VOTE, channel=channel, actor=approver,
+                 details={"decision": Vote.Decision.REJECT, "reason": reason, "reason_added": True})
+    effects.approval_changed(locked.pk)
+    return True
+
+
+@transaction.atomic
 def approval_expire(*, approval: Approval | int, now: datetime | None = None) -> bool:
     """超时扫描调用：过了截止时间仍待审批的，按快照的策略置为 timeout。
 
