@@ -1,3 +1,9 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from .views import telegram_webhook
+
+app_name = "telegram_bot"
+
+urlpatterns = [
+    path("telegram/webhook/", telegram_webhook, name="webhook"),
+]

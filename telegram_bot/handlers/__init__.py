@@ -1,0 +1,48 @@
+"""注册所有处理器。轮询与 webhook 两种模式用同一套（application.build_application 调用这里）。"""
+
+from __future__ import annotations
+
+from telegram import Update
+from telegram.ext import Application, CallbackQueryHandler, CommandHandler, MessageHandler, TypeHandler, filters
+
+from .commands import (
+    cmd_help,
+    cmd_jenkins,
+    cmd_pending,
+    cmd_start,
+    cmd_status,
+    cmd_whoami,
+    on_pending_page,
+    on_unknown_button,
+)
+from .common import dedupe_update, gate_chat
+from .decisions import cmd_approve, cmd_reject, on_approval_button, on_reply
+from .errors import on_error
+
+# 只处理新消息，不处理编辑过的消息：编辑一条旧的 /approve 不应再次投票
+NEW_MESSAGES = filters.UpdateType.MESSAGE
+
+
+def register_handlers(application: Application) -> None:
+    # 组 -2：去重；组 -1：只服务已配置的聊天。两者都可能用 ApplicationHandlerStop 终止后续处理
+    application.add_handler(TypeHandler(Update, dedupe_update), group=-2)
+    application.add_handler(TypeHandler(Update, gate_chat), group=-1)
+
+    for name, callback in (
+        ("start", cmd_start),
+        ("help", cmd_help),
+        ("whoami", cmd_whoami),
+        ("approve", cmd_approve),
+        ("reject", cmd_reject),
+        ("status", cmd_status),
+        ("pending", cmd_pending),
+        ("jenkins", cmd_jenkins),
+    ):
+        application.add_handler(CommandHandler(name, callback, filters=NEW_MESSAGES))
+    application.add_handler(CallbackQueryHandler(on_approval_button, pattern=r"^ap:"))
+    application.add_handler(CallbackQueryHandler(on_pending_page, pattern=r"^pd:"))
+    application.add_handler(CallbackQueryHandler(on_unknown_button))
+    application.add_handler(
+        MessageHandler(NEW_MESSAGES & filters.REPLY & filters.TEXT & ~filters.COMMAND, on_reply)
+    )
+    application.add_error_handler(on_error)

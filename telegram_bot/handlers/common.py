@@ -1,0 +1,172 @@
+"""处理器共用的部分：数据库调用、update 去重、只服务已配置的聊天、回复工具。
+
+异步处理器通过 sync_to_async（thread_sensitive）调用同步的服务；一次决定只用一次调用，
+所以整个决定在服务层的一个事务里完成。
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import logging
+import re
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+from asgiref.sync import sync_to_async
+from django.db import close_old_connections, connection
+from telegram import Update
+from telegram.constants import ChatType
+from telegram.error import TelegramError
+from telegram.ext import ApplicationHandlerStop, ContextTypes
+
+from accounts.app_config import app_defaults
+from accounts.models import ProjectRule
+
+from ..identity import telegram_identify
+from ..messages import callback_answer_text, render_not_served
+from ..models import TelegramChat
+from ..services import update_mark_processed
+
+logger = logging.getLogger("telegram_bot.handlers")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _fresh_connection() -> None:
+    # 机器人是长期运行的进程：像 Django 处理请求那样，每次工作前丢弃过期/坏掉的连接
+    if not connection.in_atomic_block:
+        close_old_connections()
+
+
+def db(fn: Callable[P, R]) -> Callable[P, Any]:
+    """把同步的数据库函数包装成可 await 的（同一个线程，保证连接与事务语义）。"""
+
+    def run(*args: Any, **kwargs: Any) -> R:
+        _fresh_connection()
+        return fn(*args, **kwargs)
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        return await sync_to_async(run, thread_sensitive=True)(*args, **kwargs)
+
+    return wrapper
+
+
+# ---------------------------------------------------------------- 去重
+
+
+def _bot_id(context: ContextTypes.DEFAULT_TYPE) -> int:
+    # token 的冒号前是机器人的数字 id（不是秘密部分）
+    return int(context.bot.token.split(":", 1)[0]) if ":" in context.bot.token else 0
+
+
+async def dedupe_update(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """同一个 update 只处理一次（webhook 重投、轮询重放）。第一组处理器，先于一切。"""
+    if not isinstance(update, Update):
+        return
+    fresh = await db(update_mark_processed)(bot_id=_bot_id(context), update_id=update.update_id)
+    if not fresh:
+        logger.info("update %s 已处理过，忽略重复投递", update.update_id)
+        raise ApplicationHandlerStop
+
+
+# ---------------------------------------------------------------- 只服务已配置的聊天
+
+
+def allowed_group_chats() -> set[int]:
+    """允许的群：默认群（环境变量与 app.json）、每条启用规则的群，以及它们迁移后的超级群。"""
+    chats: set[int] = set()
+    default = app_defaults().get("chat_id")
+    if default:
+        chats.add(int(default))
+    chats.update(
+        int(c) for c in ProjectRule.objects.filter(is_active=True, chat_id__isnull=False)
+        .values_list("chat_id", flat=True)
+    )
+    frontier = set(chats)
+    for _hop in range(3):
+        migrated = set(
+            TelegramChat.objects.filter(chat_id__in=frontier, migrated_to_chat_id__isnull=False)
+            .values_list("migrated_to_chat_id", flat=True)
+        ) - chats
+        if not migrated:
+            break
+        chats |= migrated
+        frontier = migrated
+    return chats
+
+
+def chat_is_served(*, chat_id: int, chat_type: str, user_id: int | None, username: str | None) -> bool:
+    """群：在配置里才服务；私聊：对方是登记的审批人（首次联系时按用户名绑定）才服务。"""
+    if chat_type == ChatType.PRIVATE:
+        if user_id is None:
+            return False
+        identity = telegram_identify(user_id=user_id, username=username, chat_id=chat_id)
+        return identity.approver is not None
+    return chat_id in allowed_group_chats()
+
+
+async def gate_chat(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """第二组处理器：不在服务范围的聊天，说明一次然后什么也不做。"""
+    if not isinstance(update, Update):
+        raise ApplicationHandlerStop
+    chat = update.effective_chat
+    user = update.effective_user
+    if chat is None or user is None or user.is_bot:
+        if update.callback_query:
+            await safe_answer(update, _not_served_text(None, None, user), alert=True, is_html=True)
+        raise ApplicationHandlerStop
+    served = await db(chat_is_served)(chat_id=chat.id, chat_type=chat.type, user_id=user.id, username=user.username)
+    if served:
+        return
+    logger.info("拒绝服务未配置的聊天 %s（%s），用户 %s", chat.id, chat.type, user.id)
+    text = _not_served_text(chat.id, chat.type, user)
+    if update.callback_query:
+        await safe_answer(update, text, alert=True, is_html=True)
+    elif update.effective_message and (update.effective_message.text or "").startswith("/"):
+        # 只回应命令：不在没配置的群里对每句闲聊都插话
+        await safe_reply(update, text)
+    raise ApplicationHandlerStop
+
+
+def _not_served_text(chat_id: int | None, chat_type: str | None, user: Any) -> str:
+    return render_not_served(
+        chat_id=chat_id or 0, chat_type=chat_type or "", user_id=getattr(user, "id", None),
+        username=getattr(user, "username", None),
+    )
+
+
+# ---------------------------------------------------------------- 回复工具
+
+
+async def safe_reply(update: Update, html_text: str, **kwargs: Any) -> None:
+    """回复当前消息；发送失败只记录（回复失败不能影响已做的决定）。"""
+    message = update.effective_message
+    if message is None:
+        return
+    try:
+        await message.reply_text(html_text, do_quote=message.chat.type != ChatType.PRIVATE, **kwargs)
+    except TelegramError:
+        logger.warning("回复 chat %s 失败", message.chat_id, exc_info=True)
+
+
+async def safe_answer(update: Update, text: str | None = None, *, alert: bool = False, is_html: bool = False) -> None:
+    """回答按钮（必须回答，否则按钮一直转圈）。回调答复是纯文本，最多 200 字，超出截短。"""
+    query = update.callback_query
+    if query is None:
+        return
+    try:
+        if text:
+            plain = html_to_plain(text) if is_html else text
+            await query.answer(callback_answer_text(plain), show_alert=alert)
+        else:
+            await query.answer()
+    except TelegramError:
+        logger.warning("回答按钮 %s 失败", query.id, exc_info=True)
+
+
+def html_to_plain(html_text: str) -> str:
+    """把我们渲染的 HTML 变回纯文本（去标签、反转义）。"""
+    return html.unescape(re.sub(r"<[^>]+>", "", html_text))
