@@ -1,0 +1,264 @@
+"""审批消息的发送与编辑任务（T1、T3、T9、L10）：幂等、出错不丢、永久错误可见、补发扫描。
+
+用 transaction=True：审批服务在提交后投递任务，Celery eager 模式下当场执行，和生产的顺序一致。
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from approvals.models import Approval, ApprovalEvent, Channel, EventKind, Status
+from approvals.services import approval_decide
+from telegram_bot import services
+from telegram_bot.health import telegram_health
+from telegram_bot.models import MessageState, TelegramChat, TelegramMessage
+from telegram_bot.tasks import (
+    approval_announce_task,
+    approval_messages_refresh_task,
+    retry_countdown,
+    telegram_recovery_sweep_task,
+)
+from tests.telegram_bot.conftest import GROUP_ID
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def only_message(fake, chat_id=GROUP_ID):
+    messages = fake.chat_messages(chat_id)
+    assert len(messages) == 1, [m.text[:40] for m in messages]
+    return messages[0]
+
+
+def test_new_approval_is_announced_once_with_buttons(fake_tg, shop_rule, make_approval):
+    approval = make_approval()
+    message = only_message(fake_tg)
+    assert [b["callback_data"] for b in message.buttons] == [f"ap:{approval.public_id}:a", f"ap:{approval.public_id}:r"]
+    row = TelegramMessage.objects.get(approval=approval)
+    assert (row.chat_id, row.message_id, row.state) == (GROUP_ID, message.message["message_id"], MessageState.SENT)
+    assert ApprovalEvent.objects.filter(approval=approval, kind=EventKind.NOTIFIED).count() == 1
+
+    # 任务重复执行（broker 重投、补发扫描）不会发第二条，也不会白白编辑
+    approval_announce_task.delay(approval.pk)
+    approval_announce_task.delay(approval.pk)
+    assert len(fake_tg.calls_to("sendMessage")) == 1
+    assert fake_tg.calls_to("editMessageText") == []
+
+
+def test_default_chat_is_used_when_the_rule_names_none(fake_tg, settings, people, make_approval):
+    settings.TELEGRAM_DEFAULT_CHAT_ID = -1005550000
+    fake_tg.add_group(-1005550000, "默认群")
+    make_approval(job_name="no-rule-project")
+    assert only_message(fake_tg, -1005550000).text.startswith("🟢 发布审批")
+
+
+def test_no_chat_configured_is_recorded_once_and_not_retried(fake_tg, people, make_approval):
+    approval = make_approval(job_name="nowhere")
+    approval_announce_task.delay(approval.pk)
+    assert fake_tg.calls_to("sendMessage") == []
+    assert TelegramMessage.objects.count() == 0
+    failed = ApprovalEvent.objects.filter(approval=approval, kind=EventKind.NOTIFY_FAILED)
+    assert [e.details["code"] for e in failed] == ["no_chat"]
+
+
+def test_every_message_is_edited_after_a_decision_made_through_the_api(fake_tg, shop_rule, make_approval, people):
+    approval = make_approval()
+    # 第二条展示同一审批的消息（例如发给审批人的私聊）
+    fake_tg.add_user(people["approver"].telegram_id, "bob")
+    extra = TelegramMessage.objects.create(approval=approval, chat_id=people["approver"].telegram_id)
+    services.message_sync(row_id=extra.pk)
+    assert len(fake_tg.ok_calls("sendMessage")) == 2
+
+    approval_decide(approval=approval, approver=people["approver"], decision="approve", reason="可以",
+                    channel=Channel.API)
+
+    for row in TelegramMessage.objects.filter(approval=approval):
+        stored = fake_tg.message(row.chat_id, row.message_id)
+        assert "✅ 已同意发布" in stored.text and "下一步：构建继续" in stored.text and "渠道：API" in stored.text
+        assert stored.buttons == []  # 终态移除按钮
+        assert row.shown_status == Status.APPROVED
+
+
+def test_partial_votes_update_the_count_and_keep_the_buttons(fake_tg, shop_rule, make_approval, people):
+    approval = make_approval(environment="production")
+    approval_decide(approval=approval, approver=people["approver"], decision="approve", channel=Channel.API)
+    message = only_message(fake_tg)
+    assert "同意票数：1/2（Bob）" in message.text
+    assert len(message.buttons) == 2
+    approval_decide(approval=approval, approver=people["approver2"], decision="approve", channel=Channel.API)
+    message = only_message(fake_tg)
+    assert "同意票数：2/2（Bob、Erin）" in message.text and message.buttons == []
+
+
+def test_refresh_is_idempotent_and_not_modified_is_fine(fake_tg, shop_rule, make_approval, people):
+    approval = make_approval()
+    approval_decide(approval=approval, approver=people["approver"], decision="reject", reason="不行",
+                    channel=Channel.API)
+    approval_messages_refresh_task.delay(approval.pk)  # 若 Jenkins 操作结果已落库，这次会把它也显示出来
+    edits = len(fake_tg.calls_to("editMessageText"))
+    approval_messages_refresh_task.delay(approval.pk)
+    assert len(fake_tg.calls_to("editMessageText")) == edits  # 内容没变，不调用 Telegram
+
+    # 记录的摘要丢了：再编辑一次，Telegram 回答“message is not modified”，这不是错误
+    TelegramMessage.objects.filter(approval=approval).update(content_hash="")
+    approval_messages_refresh_task.delay(approval.pk)
+    assert fake_tg.calls_to("editMessageText")[-1].status == 400
+    row = TelegramMessage.objects.get(approval=approval)
+    assert row.state == MessageState.SENT and row.error_code == "" and row.content_hash
+
+
+def test_transient_faults_are_retried_and_nothing_is_lost(fake_tg, shop_rule, make_approval):
+    fake_tg.server_error("sendMessage", times=2)
+    approval = make_approval()
+    statuses = [c.status for c in fake_tg.calls_to("sendMessage")]
+    assert statuses == [502, 502, 200]
+    assert only_message(fake_tg).text.startswith("🟢 发布审批")
+    row = TelegramMessage.objects.get(approval=approval)
+    assert row.state == MessageState.SENT and row.attempts == 3
+
+
+def test_permanent_error_is_recorded_not_retried_and_visible_in_health(fake_tg, shop_rule, make_approval):
+    fake_tg.kick(GROUP_ID)
+    approval = make_approval()
+    assert len(fake_tg.calls_to("sendMessage")) == 1
+    row = TelegramMessage.objects.get(approval=approval)
+    assert (row.state, row.error_code) == (MessageState.FAILED, "forbidden")
+    assert "kicked" in row.last_error
+    event = ApprovalEvent.objects.get(approval=approval, kind=EventKind.NOTIFY_FAILED)
+    assert event.details["code"] == "forbidden"
+    health = telegram_health()
+    assert health["status"] == "degraded"
+    assert health["failed_messages_24h"] == 1
+    assert health["failed_chats"][0]["chat_id"] == GROUP_ID
+
+    # 重复执行与补发扫描都不会对永久失败的消息无限重试
+    approval_announce_task.delay(approval.pk)
+    telegram_recovery_sweep_task.delay()
+    assert len(fake_tg.calls_to("sendMessage")) == 1
+
+
+def test_a_decision_is_never_blocked_by_telegram_being_down(fake_tg, shop_rule, make_approval, people):
+    approval = make_approval()
+    fake_tg.server_error("editMessageText", times=1000)
+    outcome = approval_decide(approval=approval, approver=people["approver"], decision="approve",
+                              channel=Channel.API)
+    assert outcome.final
+    assert Approval.objects.get(pk=approval.pk).status == Status.APPROVED
+    row = TelegramMessage.objects.get(approval=approval)
+    assert row.error_code == "server_error" and row.shown_status == Status.PENDING
+
+    # Telegram 恢复后，补发扫描把消息改成最终状态
+    fake_tg.faults.clear()
+    Approval.objects.filter(pk=approval.pk).update(decided_at=timezone.now() - timedelta(minutes=5))
+    found = telegram_recovery_sweep_task.delay().get()
+    assert found["refresh"] == [approval.pk]
+    assert "✅ 已同意发布" in only_message(fake_tg).text
+
+
+def test_group_migrated_before_announce(fake_tg, shop_rule, make_approval, people):
+    fake_tg.migrate(GROUP_ID, -1009990001)
+    approval = make_approval()
+    message = only_message(fake_tg, -1009990001)
+    row = TelegramMessage.objects.get(approval=approval)
+    assert (row.chat_id, row.message_id) == (-1009990001, message.message["message_id"])
+    approval_decide(approval=approval, approver=people["approver"], decision="approve", channel=Channel.API)
+    assert "已同意发布" in only_message(fake_tg, -1009990001).text
+    # 之后的审批直接发往新群
+    make_approval()
+    assert [c.params["chat_id"] for c in fake_tg.ok_calls("sendMessage")] == [-1009990001, -1009990001]
+
+
+def test_group_migrated_after_announce_resends_in_the_new_group(fake_tg, shop_rule, make_approval, people):
+    approval = make_approval()
+    fake_tg.migrate(GROUP_ID, -1009990002)
+    approval_decide(approval=approval, approver=people["approver"], decision="reject", reason="回滚",
+                    channel=Channel.API)
+    resent = only_message(fake_tg, -1009990002)
+    assert "❌ 已拒绝发布" in resent.text
+    row = TelegramMessage.objects.get(approval=approval)
+    assert (row.chat_id, row.message_id, row.state) == (-1009990002, resent.message["message_id"], MessageState.SENT)
+    assert TelegramChat.objects.get(chat_id=GROUP_ID).migrated_to_chat_id == -1009990002
+
+
+def test_long_rate_limit_then_recovery_sweep_delivers(fake_tg, shop_rule, make_approval):
+    fake_tg.rate_limit("sendMessage", retry_after=120)
+    approval = make_approval()
+    row = TelegramMessage.objects.get(approval=approval)
+    assert row.state == MessageState.PENDING and row.error_code in ("rate_limited", "paced")
+    assert len(fake_tg.calls_to("sendMessage")) == 1  # 冷却期内没有再打扰 Telegram
+
+    # 冷却结束、任务重试次数早已用尽：补发扫描接手
+    TelegramChat.objects.filter(chat_id=GROUP_ID).update(cooldown_until=None)
+    TelegramMessage.objects.filter(pk=row.pk).update(updated_at=timezone.now() - timedelta(minutes=10))
+    found = telegram_recovery_sweep_task.delay().get()
+    assert found["announce"] == [approval.pk]
+    assert only_message(fake_tg).text.startswith("🟢 发布审批")
+    assert TelegramMessage.objects.get(pk=row.pk).state == MessageState.SENT
+
+
+def test_recovery_sweep_announces_lost_approvals_in_bounded_batches(fake_tg, settings, shop_rule, make_approval):
+    settings.TELEGRAM_BOT_TOKEN = ""  # 创建时 Telegram 还没配置：通知任务跳过
+    # 不同环境：同一任务同一环境的新构建会取代旧的（X17）
+    approvals = [make_approval(environment=env) for env in ("test", "staging", "production")]
+    assert fake_tg.calls == []
+    settings.TELEGRAM_BOT_TOKEN = fake_tg.token
+    # 刚创建的不动（正常的通知任务可能还在路上）
+    assert telegram_recovery_sweep_task.delay().get()["announce"] == []
+    Approval.objects.update(created_at=timezone.now() - timedelta(minutes=5))
+    first = telegram_recovery_sweep_task.delay(limit=2).get()
+    assert first["announce"] == [approvals[0].pk, approvals[1].pk]
+    second = telegram_recovery_sweep_task.delay(limit=2).get()
+    assert second["announce"] == [approvals[2].pk]
+    assert telegram_recovery_sweep_task.delay(limit=2).get()["announce"] == []
+    assert len(fake_tg.chat_messages(GROUP_ID)) == 3
+
+
+def test_refresh_waits_for_a_row_held_by_another_worker(fake_tg, shop_rule, make_approval, people):
+    approval = make_approval()
+    row = TelegramMessage.objects.get(approval=approval)
+    TelegramMessage.objects.filter(pk=row.pk).update(lease_until=timezone.now() + timedelta(minutes=1))
+    with pytest.raises(services.MessageBusy):
+        services.approval_messages_refresh(approval_id=approval.pk)
+    TelegramMessage.objects.filter(pk=row.pk).update(lease_until=None)
+    approval_decide(approval=approval, approver=people["approver"], decision="approve", channel=Channel.API)
+    assert "已同意发布" in only_message(fake_tg).text
+
+
+def test_retry_countdown_backs_off_and_honours_retry_after():
+    assert 5 <= retry_countdown(0) <= 8
+    assert 30 <= retry_countdown(3) <= 50
+    assert retry_countdown(20) <= 600 * 1.2 + 1
+    assert retry_countdown(0, retry_after=42) >= 43
+
+
+@pytest.mark.mysql
+@pytest.mark.skipif(connection.vendor != "mysql", reason="并发只在 MySQL/MariaDB 上有意义")
+def test_concurrent_announces_send_exactly_one_message(fake_tg, settings, shop_rule, make_approval):
+    settings.TELEGRAM_BOT_TOKEN = ""
+    approval = make_approval()
+    settings.TELEGRAM_BOT_TOKEN = fake_tg.token
+    fake_tg.delay("sendMessage", 0.3)  # 让竞争窗口足够大
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            services.approval_announce(approval_id=approval.pk)
+        except services.MessageBusy:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - 收集到主线程断言
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(fake_tg.ok_calls("sendMessage")) == 1
+    assert TelegramMessage.objects.filter(approval=approval).count() == 1
