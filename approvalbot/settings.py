@@ -289,6 +289,8 @@ LOGGING = {
         # httpx 会记录完整请求 URL，而 Bot token 就在 URL 里
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
+        # python-telegram-bot 在 DEBUG 级别记录含 token 的 Bot API 地址与每次请求的参数
+        "telegram": {"level": "INFO"},
         "urllib3": {"level": "WARNING"},
         "django.db.backends": {"level": "INFO"},
     },

@@ -37,9 +37,14 @@ COMMANDS = [
 
 
 def quiet_http_loggers() -> None:
-    """token 在请求 URL 里：httpx/httpcore 的 INFO/DEBUG 日志会泄露它。"""
-    for name in ("httpx", "httpcore"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    """token 在请求 URL 里：httpx/httpcore 的 INFO 日志、PTB 的 DEBUG 日志都会带上它。
+
+    settings.LOGGING 已这样配置；这里再保证一次（例如 LOGGING 被覆盖、或在 Django 之外构建应用时）。
+    """
+    for name, level in (("httpx", logging.WARNING), ("httpcore", logging.WARNING), ("telegram", logging.INFO)):
+        logger_ = logging.getLogger(name)
+        if logger_.getEffectiveLevel() < level:
+            logger_.setLevel(level)
 
 
 def api_urls(root: str | None = None) -> tuple[str, str]:
