@@ -14,3 +14,8 @@ if settings.SERVE_STATIC:
     from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 
     application = ASGIStaticFilesHandler(application)
+
+# 长轮询在 Django 请求周期之外等待：唤醒上千个等待时不必逐个切回同步线程（jenkins_bridge/api/asgi.py）
+from jenkins_bridge.api.asgi import longpoll_asgi  # noqa: E402
+
+application = longpoll_asgi(application)

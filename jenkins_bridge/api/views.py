@@ -6,6 +6,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import RequestDataTooBig
+from django.db import close_old_connections
 from django.http import HttpRequest, HttpResponse
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
@@ -181,19 +182,45 @@ class ApprovalWaitApi(ApiView):
 
 _wait_sync_view = ApprovalWaitApi.as_view()
 
+SCOPE_FLAG = "approvalbot.longpoll"  # 与 api/asgi.py 一致
+MARKER_HEADER = "X-Approvalbot-Longpoll"
+
 
 def _reply_for(pk: int) -> dict[str, Any] | None:
     approval = Approval.objects.filter(pk=pk).prefetch_related("votes").first()
     return approval_reply(approval) if approval else None
 
 
+def _wait_sync_in_pool(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+    """在共享的小线程池里跑同步部分，并像请求开始/结束那样管理本线程的数据库连接。
+
+    Django 在 ASGI 下给每个请求一个自己的同步线程；上千个并发等待就是上千个线程、上千个数据库连接。
+    放进有界线程池后，线程与连接数都有上限（连接在池线程里按 CONN_MAX_AGE 复用，并做健康检查）。
+    """
+    close_old_connections()
+    try:
+        return _wait_sync_view(request, *args, **kwargs)
+    finally:
+        close_old_connections()
+
+
 async def approval_wait_view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
     """异步外壳：认证、校验、创建仍由同步 DRF 视图完成；需要等待时在事件循环里挂起，不占线程。"""
-    response = await sync_to_async(_wait_sync_view)(request, *args, **kwargs)
+    behind_wrapper = bool(getattr(request, "scope", {}).get(SCOPE_FLAG))
+    if behind_wrapper:
+        response = await sync_to_async(_wait_sync_in_pool, thread_sensitive=False)(request, *args, **kwargs)
+    else:  # runserver / WSGI / 测试客户端：留在本请求的线程里（与其余视图共用同一个连接与事务）
+        response = await sync_to_async(_wait_sync_view)(request, *args, **kwargs)
     longpoll = getattr(response, "longpoll", None)
     if not longpoll:
         return response
     pk, seconds = longpoll
+    if behind_wrapper:
+        # 在 ASGI 外层下：立即结束 Django 请求周期，由外层挂起等待（见 api/asgi.py）
+        response = HttpResponse(json_bytes(response.data), status=response.status_code,
+                                content_type="application/json")
+        response[MARKER_HEADER] = f"{pk} {seconds}"
+        return response
     reply = await watcher.wait(pk, seconds)
     if reply is None:  # 等到时间仍未决定：返回最新状态（票数可能变了）
         reply = await sync_to_async(_reply_for)(pk) or response.data

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 
@@ -131,3 +132,64 @@ def test_module_watcher_is_a_single_shared_instance():
     from jenkins_bridge.api import longpoll
 
     assert longpoll.watcher is watcher
+
+
+def _scope(query: str, token: str) -> dict:
+    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+            "path": WAIT, "raw_path": WAIT.encode(), "query_string": query.encode(), "root_path": "",
+            "headers": [(b"host", b"testserver"), (b"authorization", f"Bearer {token}".encode())],
+            "server": ("testserver", 80), "client": ("127.0.0.1", 40000)}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_production_asgi_path_waits_outside_django(make_token, make_approval, shop_rule, jenkins_server, people):
+    """uvicorn 跑的 approvalbot.asgi.application：等待在 ASGI 外层里，决定后 1 秒内回答。"""
+    from asgiref.testing import ApplicationCommunicator
+
+    from approvalbot.asgi import application
+
+    approval = make_approval()
+    token = make_token("jenkins")
+    stamp: dict = {}
+
+    async def scenario() -> tuple[dict, dict, float]:
+        comm = ApplicationCommunicator(application, _scope(f"id={approval.public_id}&wait=10", token))
+        await comm.send_input({"type": "http.request", "body": b"", "more_body": False})
+        thread = _decide_later(approval.pk, people["approver"], 0.5, stamp)
+        start = await comm.receive_output(timeout=15)
+        body = await comm.receive_output(timeout=5)
+        returned = time.monotonic()
+        thread.join()
+        return start, body, returned
+
+    start, body, returned = asyncio.run(scenario())
+    assert start["status"] == 200
+    assert all(name.lower() != b"x-approvalbot-longpoll" for name, _v in start["headers"])
+    reply = json.loads(body["body"])
+    assert reply["status"] == "approved" and reply["id"] == approval.public_id
+    assert dict(start["headers"])[b"content-length"] == str(len(body["body"])).encode()
+    assert returned - stamp["at"] < 1.0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_production_asgi_path_forgets_disconnected_client(make_token, make_approval, shop_rule, jenkins_server):
+    from asgiref.testing import ApplicationCommunicator
+
+    from approvalbot.asgi import application
+
+    approval = make_approval()
+    token = make_token("jenkins")
+
+    async def scenario() -> None:
+        comm = ApplicationCommunicator(application, _scope(f"id={approval.public_id}&wait=30", token))
+        await comm.send_input({"type": "http.request", "body": b"", "more_body": False})
+        for _ in range(100):
+            if watcher.waiting:
+                break
+            await asyncio.sleep(0.05)
+        assert watcher.waiting == 1
+        await comm.send_input({"type": "http.disconnect"})
+        await comm.wait(timeout=5)
+        assert watcher.waiting == 0
+
+    asyncio.run(scenario())
