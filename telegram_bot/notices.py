@@ -1,0 +1,899 @@
+"""提醒摘要、超时通知、构建结果通知、配置变化通知：渲染、发送与对应的 Celery 任务。
+
+- 提醒（R4–R8、X6）：同一时刻同一群到期的提醒合成一条摘要，只有超过 4096 字符才拆成几条；
+  发送前再查一次状态，已决定的不提醒。每发出一条就为其中的审批记一条 notified 历史
+  （details.notice=reminder、number=第几次提醒），任务重跑时据此跳过已发的部分，不会重复。
+- 超时（R11）：回复在原审批消息下；消息本身的编辑由刷新任务负责。
+- 构建结果（B3–B8）：先用 BuildResult.notified_at 做条件认领，重试不会重复发送。
+- 暂时性错误（超时、5xx、429）抛给任务退避重试（不早于 retry_after）；永久错误（被拉黑、被踢、
+  聊天不存在）记进审批历史（notify_failed）后放弃，绝不无限重试。通知失败从不影响审批决定本身。
+
+文字全部经 messages.esc 转义；长度按 messages.tg_length 量 HTML 源码（≥ 解析后的正文），量过关一定不会被拒。
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from celery import shared_task
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Prefetch
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from accounts.app_config import app_defaults
+from accounts.environments import is_production
+from accounts.models import Approver, ProjectRule
+from accounts.permissions import check_can_approve
+from accounts.rules import ResolvedRule, resolve_rule
+from accounts.tasks import CONFIG_CHANGED_NOTIFY_TASK
+from approvals.effects import BUILD_RESULT_NOTIFY_TASK, REMINDER_DIGEST_TASK, TIMEOUT_NOTICE_TASK
+from approvals.models import (
+    Approval,
+    ApprovalEvent,
+    BuildLog,
+    BuildResult,
+    BuildResultValue,
+    Channel,
+    EventKind,
+    Status,
+    Vote,
+)
+from approvals.services import event_record, format_time
+
+from .messages import (
+    ELLIPSIS,
+    MAX_MESSAGE_LENGTH,
+    environment_badge,
+    esc,
+    fit_message,
+    link,
+    mention_html,
+    next_step_text,
+    tg_length,
+    time_left_text,
+    truncate_plain,
+)
+from .models import MessageKind, MessageState, TelegramMessage
+from .sender import SentMessage, TelegramSender, TelegramSendError, chat_resolve
+from .services import telegram_configured
+from .tasks import MAX_RETRIES, retry_countdown
+
+logger = logging.getLogger(__name__)
+
+
+NOTICE_REMINDER = "reminder"
+NOTICE_TIMEOUT = "timeout"
+NOTICE_BUILD_RESULT = "build_result"
+
+URGENT_MINUTES = 10  # 剩余不到 10 分钟算紧急：生产 🔥，其他环境 ⚠️
+MAX_MENTIONS = 10  # 一条审批最多点名几人：角色下几百人时也不会把消息撑爆
+MENTION_LABEL_CHARS = 32
+FIELD_CHARS = 64  # 摘要里项目名、版本的最大显示长度
+LOG_TAIL_LINES = 30
+# 一次摘要任务最多连续发送多久：节流下每条要等 3 秒，很长的摘要分几次任务发完，不超过 Celery 的软超时
+DIGEST_TIME_BUDGET_SECONDS = 30.0
+
+RESULT_EMOJI = {
+    BuildResultValue.SUCCESS: "✅",
+    BuildResultValue.FAILURE: "❌",
+    BuildResultValue.ABORTED: "⚪",
+    BuildResultValue.NOT_BUILT: "⚪",
+    BuildResultValue.UNSTABLE: "⚠️",
+}
+
+
+class DigestIncomplete(Exception):
+    """本次任务的时间预算用完，摘要还有没发的部分：稍后用新任务接着发（已发的部分有记录，不会重发）。"""
+
+    def __init__(self, remaining: list[int], retry_after: float) -> None:
+        super().__init__(f"{len(remaining)} approvals left")
+        self.remaining = remaining
+        self.retry_after = retry_after
+
+
+def default_chat_id() -> int | None:
+    """默认群：config/app.json 的 telegram.default_chat_id，否则 TELEGRAM_DEFAULT_CHAT_ID。"""
+    value = app_defaults().get("chat_id")
+    return int(value) if value else None
+
+
+def message_link(chat_id: int, message_id: int) -> str | None:
+    """超级群里消息的链接（t.me/c/<内部 id>/<消息 id>，群成员可点开）；普通群与私聊没有这种链接。"""
+    text = str(chat_id)
+    if text.startswith("-100") and len(text) > 4:
+        return f"https://t.me/c/{text[4:]}/{int(message_id)}"
+    return None
+
+
+def _short(value: str, limit: int = FIELD_CHARS) -> str:
+    return truncate_plain(value or "", limit)
+
+
+def _mention(approver: Approver) -> str:
+    return mention_html(telegram_id=approver.telegram_id, username=approver.telegram_username,
+                        label=_short(approver.label, MENTION_LABEL_CHARS))
+
+
+def mentions_html(people: Iterable[Approver], *, limit: int = MAX_MENTIONS) -> str:
+    """点名一组人（去重、保序）；超过 limit 人时只点前几位并注明人数。"""
+    unique: dict[int, Approver] = {}
+    for person in people:
+        unique.setdefault(person.pk, person)
+    listed = list(unique.values())
+    parts = [_mention(p) for p in listed[:limit]]
+    if len(listed) > limit:
+        parts.append(esc(_("等 %(n)d 人") % {"n": len(listed)}))
+    return " ".join(parts)
+
+
+def _voted_approve(approval: Approval) -> list[Approver]:
+    return [v.approver for v in approval.votes.all() if v.decision == Vote.Decision.APPROVE]
+
+
+def duration_ms_text(duration_ms: int | None) -> str:
+    """构建耗时：精确到秒（构建常常只有几十秒，“不到 1 分钟”没有信息量）。"""
+    if duration_ms is None:
+        return _("未知")
+    seconds = int(round(duration_ms / 1000))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return _("%(h)d 小时 %(m)d 分 %(s)d 秒") % {"h": hours, "m": minutes, "s": secs}
+    if minutes:
+        return _("%(m)d 分 %(s)d 秒") % {"m": minutes, "s": secs}
+    return _("%(s)d 秒") % {"s": secs}
+
+
+# ---------------------------------------------------------------- 该提醒谁
+
+
+class Audience:
+    """谁还没投票、谁是负责人。每个（项目, 环境）只解析一次规则，按角色授权的审批人每组角色只查一次。"""
+
+    def __init__(self) -> None:
+        self._rules = list(
+            ProjectRule.objects.filter(is_active=True).prefetch_related("approvers__role", "approver_roles", "owners")
+        )
+        self._resolved: dict[tuple[str, str], ResolvedRule] = {}
+        self._by_roles: dict[tuple[int, ...], list[Approver]] = {}
+        self._admins: list[Approver] | None = None
+
+    def rule(self, project: str, environment: str) -> ResolvedRule:
+        key = (project, environment)
+        if key not in self._resolved:
+            self._resolved[key] = resolve_rule(project, environment, rules=self._rules)
+        return self._resolved[key]
+
+    def _candidates(self, rule: ResolvedRule) -> list[Approver]:
+        people = list(rule.approvers)
+        if rule.approver_roles:
+            key = tuple(sorted(r.pk for r in rule.approver_roles))
+            if key not in self._by_roles:
+                self._by_roles[key] = list(
+                    Approver.objects.filter(is_active=True, role__in=key).select_related("role").order_by("username")
+                )
+            people += self._by_roles[key]
+        if not people:
+            # 没有配置审批人：只有管理员能批（P4），就提醒管理员
+            if self._admins is None:
+                self._admins = list(
+                    Approver.objects.filter(is_active=True, role__is_admin=True, role__is_active=True)
+                    .select_related("role").order_by("username")
+                )
+            people = self._admins
+        return people
+
+    def waiting(self, approval: Approval) -> list[Approver]:
+        """此刻有权投票、还没投票、又不是发起人的审批人（R5）。"""
+        rule = self.rule(approval.project, approval.environment)
+        voted = {v.approver_id for v in approval.votes.all()}
+        result = []
+        for person in self._candidates(rule):
+            if person.pk in voted or person.pk == approval.requester_id:
+                continue
+            if check_can_approve(person, project=approval.project, environment=approval.environment, rule=rule):
+                result.append(person)
+        return result
+
+    def owners(self, project: str, environment: str) -> list[Approver]:
+        return list(self.rule(project, environment).owners)
+
+
+# ---------------------------------------------------------------- 原审批消息
+
+
+def approval_messages(approval_ids: list[int]) -> dict[int, list[TelegramMessage]]:
+    """每个审批已发出的审批消息（一条查询）。"""
+    rows: dict[int, list[TelegramMessage]] = {}
+    for row in TelegramMessage.objects.filter(
+        approval_id__in=approval_ids, kind=MessageKind.APPROVAL, state=MessageState.SENT, message_id__isnull=False
+    ).order_by("id"):
+        rows.setdefault(row.approval_id, []).append(row)
+    return rows
+
+
+def _message_in(rows: list[TelegramMessage], chat_id: int | None) -> TelegramMessage | None:
+    """优先取发在 chat_id 里的那条；否则任意一条（链接仍能带人回到原消息）。"""
+    for row in rows:
+        if row.chat_id == chat_id:
+            return row
+    return rows[0] if rows else None
+
+
+# ---------------------------------------------------------------- 提醒摘要：渲染
+
+
+@dataclass
+class DigestItem:
+    approval: Approval
+    waiting: list[Approver]
+    owners: list[Approver]
+    message: TelegramMessage | None = None
+    chat_id: int | None = None  # 摘要发往的群：原消息在同一群时可以直接回复它
+
+    @property
+    def link(self) -> str | None:
+        if self.message is None:
+            return None
+        return message_link(self.message.chat_id, self.message.message_id)
+
+    @property
+    def reply_to(self) -> int | None:
+        if self.message is not None and self.message.chat_id == self.chat_id:
+            return int(self.message.message_id)
+        return None
+
+
+def urgency(approval: Approval, now: datetime) -> tuple[int, str]:
+    """(排序等级, 标记)（R6）：生产且剩余不到 10 分钟 🔥；生产或剩余不到 10 分钟 ⚠️；其余 🔔。"""
+    left = (approval.expires_at - now).total_seconds()
+    prod = is_production(approval.environment)
+    urgent = left < URGENT_MINUTES * 60
+    if prod and urgent:
+        return 0, "🔥"
+    if prod or urgent:
+        return 1, "⚠️"
+    return 2, "🔔"
+
+
+def _digest_block(item: DigestItem, now: datetime, *, compact: bool = False) -> str:
+    approval = item.approval
+    _rank, marker = urgency(approval, now)
+    emoji, env_label = environment_badge(approval.environment)
+    head = f"{marker} <b>{esc(_short(approval.project))}</b> {emoji}{esc(env_label)} #{approval.build_number}"
+    if approval.version:
+        head += f" {esc(_short(approval.version))}"
+    head += f" · <code>{esc(approval.public_id)}</code>"
+    received = len(_voted_approve(approval))
+    status = "⏳ " + esc(_("剩余 %(left)s · 同意 %(got)d/%(need)d") % {
+        "left": time_left_text(approval.expires_at, now), "got": received, "need": approval.required_approvals,
+    })
+    if item.link:
+        status += " · " + link(item.link, _("原消息"))
+    limit = 3 if compact else MAX_MENTIONS
+    who = mentions_html(item.waiting, limit=limit) or esc(_("（没有可提醒的审批人，请管理员检查规则）"))
+    return "\n".join([head, status, f"👥 {esc(_('待审批'))}：{who}"])
+
+
+def _digest_part(blocks: list[str], owners: list[Approver], *, total: int, index: int, parts: int,
+                 compact: bool = False) -> str:
+    title = _("审批提醒：%(n)d 条发布等待审批") % {"n": total}
+    if parts > 1:
+        title += f"（{index}/{parts}）"
+    lines = [f"⏰ <b>{esc(title)}</b>", "", "\n\n".join(blocks), ""]
+    if owners:
+        lines.append(f"📣 {esc(_('项目负责人'))}：{mentions_html(owners, limit=3 if compact else MAX_MENTIONS)}")
+    lines.append(esc(_("请点原消息上的按钮，或发送 /approve 编号、/reject 编号 理由。")))
+    return "\n".join(lines)
+
+
+@dataclass
+class DigestPart:
+    items: list[DigestItem]
+    text: str = ""
+    reply_to: int | None = None
+
+
+def _part_owners(items: list[DigestItem]) -> list[Approver]:
+    return [o for item in items for o in item.owners]
+
+
+def _render_part(items: list[DigestItem], now: datetime, *, total: int, index: int, parts: int) -> str:
+    text = _digest_part([_digest_block(i, now) for i in items], _part_owners(items),
+                        total=total, index=index, parts=parts)
+    if tg_length(text) > MAX_MESSAGE_LENGTH:
+        # 只可能是单条审批的点名与字段都极长：收紧点名人数，长度必然在限内
+        text = _digest_part([_digest_block(i, now, compact=True) for i in items], _part_owners(items),
+                            total=total, index=index, parts=parts, compact=True)
+    return text
+
+
+def render_reminder_digest(items: list[DigestItem], *, now: datetime | None = None) -> list[DigestPart]:
+    """把一个群同时到期的提醒排成尽量少的消息：最紧急的在前，只有放不下 4096 字符时才另起一条（X6）。"""
+    now = now or timezone.now()
+    ordered = sorted(items, key=lambda i: (urgency(i.approval, now)[0], i.approval.expires_at, i.approval.pk))
+    total = len(ordered)
+    groups: list[list[DigestItem]] = []
+    current: list[DigestItem] = []
+    for item in ordered:
+        candidate = [*current, item]
+        # 按最坏的编号位数量长度（“（1000/1000）”），编号确定后只会更短
+        if current and tg_length(_render_part(candidate, now, total=total, index=total, parts=total)) \
+                > MAX_MESSAGE_LENGTH:
+            groups.append(current)
+            candidate = [item]
+        current = candidate
+    if current:
+        groups.append(current)
+    parts = []
+    for index, group in enumerate(groups, start=1):
+        text = _render_part(group, now, total=total, index=index, parts=len(groups))
+        reply_to = group[0].reply_to if len(group) == 1 else None
+        parts.append(DigestPart(items=group, text=text, reply_to=reply_to))
+    return parts
+
+
+# ---------------------------------------------------------------- 提醒摘要：发送
+
+
+def _load_pending(approval_ids: list[int], now: datetime) -> list[Approval]:
+    return list(
+        Approval.objects.filter(pk__in=approval_ids, status=Status.PENDING, expires_at__gt=now)
+        .select_related("requester")
+        .prefetch_related(Prefetch("votes", queryset=Vote.objects.select_related("approver").order_by("id")))
+        .order_by("pk")
+    )
+
+
+def _reminders_handled(approvals: list[Approval]) -> set[int]:
+    """本次（第 reminder_count 次）提醒已经发过、或已永久失败的审批。"""
+    numbers = {a.pk: a.reminder_count for a in approvals}
+    handled = set()
+    for approval_id, kind, details in ApprovalEvent.objects.filter(
+        approval_id__in=list(numbers), kind__in=[EventKind.NOTIFIED, EventKind.NOTIFY_FAILED]
+    ).values_list("approval_id", "kind", "details"):
+        details = details or {}
+        if details.get("notice") != NOTICE_REMINDER or details.get("number") != numbers[approval_id]:
+            continue
+        if kind == EventKind.NOTIFIED or details.get("permanent"):
+            handled.add(approval_id)
+    return handled
+
+
+def _record_many(approvals: Iterable[Approval], kind: str, details: dict[str, Any],
+                 per_approval: Callable[[Approval], dict[str, Any]] | None = None) -> None:
+    ApprovalEvent.objects.bulk_create([
+        ApprovalEvent(approval_id=a.pk, kind=kind, channel=Channel.TELEGRAM,
+                      details={**details, **(per_approval(a) if per_approval else {})})
+        for a in approvals
+    ])
+
+
+def _failure_details(exc: TelegramSendError, *, gave_up: bool = False) -> dict[str, Any]:
+    # 重试用尽不算永久：同一通知以后被重放（重复投递、人工重跑）时还可以再试；永久错误则不再尝试
+    return {"code": exc.code, "error": exc.message[:500], "permanent": exc.permanent,
+            **({"gave_up": True} if gave_up else {})}
+
+
+@dataclass
+class DigestOutcome:
+    chat_id: int | None
+    sent: list[SentMessage] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)  # 已决定、已超时或本次已发过
+    failed: list[int] = field(default_factory=list)
+
+
+def reminder_digest_send(
+    *,
+    chat_id: int | None,
+    approval_ids: list[int],
+    sender: TelegramSender | None = None,
+    time_budget: float | None = None,
+) -> DigestOutcome:
+    """发出一个群的提醒摘要。可重复调用：已发过本次提醒的审批会被跳过。
+
+    抛 TelegramSendError（暂时性，已发的部分已记录）或 DigestIncomplete（时间预算用完）；永久错误记录后正常返回。
+    time_budget 缺省为 DIGEST_TIME_BUDGET_SECONDS；math.inf 表示一次发完。
+    """
+    budget = DIGEST_TIME_BUDGET_SECONDS if time_budget is None else time_budget
+    now = timezone.now()
+    approvals = _load_pending(approval_ids, now)
+    target = chat_id if chat_id is not None else default_chat_id()
+    outcome = DigestOutcome(chat_id=target)
+    handled = _reminders_handled(approvals)
+    outcome.skipped = sorted(set(approval_ids) - {a.pk for a in approvals} | handled)
+    approvals = [a for a in approvals if a.pk not in handled]
+    if not approvals:
+        return outcome
+    if target is None:
+        logger.warning("提醒没有可发送的群（规则未指定 chat_id，也没有默认群），%d 条审批未提醒", len(approvals))
+        _record_many(approvals, EventKind.NOTIFY_FAILED, {"notice": NOTICE_REMINDER, "code": "no_chat",
+                                                          "permanent": True},
+                     lambda a: {"number": a.reminder_count})
+        outcome.failed = [a.pk for a in approvals]
+        return outcome
+    target = chat_resolve(target)
+    outcome.chat_id = target
+    audience = Audience()
+    messages = approval_messages([a.pk for a in approvals])
+    items = [
+        DigestItem(approval=a, waiting=audience.waiting(a), owners=audience.owners(a.project, a.environment),
+                   message=_message_in(messages.get(a.pk, []), target), chat_id=target)
+        for a in approvals
+    ]
+    parts = render_reminder_digest(items, now=now)
+    sender = sender or TelegramSender()
+    started = time.monotonic()
+    for index, part in enumerate(parts):
+        if index and time.monotonic() - started > budget:
+            remaining = [i.approval.pk for p in parts[index:] for i in p.items]
+            raise DigestIncomplete(remaining, retry_after=1.0)
+        part = _recheck_part(part, now=timezone.now(), total=len(items), index=index + 1, parts=len(parts))
+        if part is None:
+            continue
+        try:
+            sent = sender.send_message(target, part.text, reply_to_message_id=part.reply_to)
+        except TelegramSendError as exc:
+            if not exc.permanent:
+                raise
+            rest = [i.approval for p in parts[index:] for i in p.items]
+            logger.error("提醒摘要发往 chat %s 永久失败（%d 条审批）：%s", target, len(rest), exc)
+            _record_many(rest, EventKind.NOTIFY_FAILED,
+                         {"notice": NOTICE_REMINDER, "chat_id": target, **_failure_details(exc)},
+                         lambda a: {"number": a.reminder_count})
+            outcome.failed = [a.pk for a in rest]
+            return outcome
+        _record_many([i.approval for i in part.items], EventKind.NOTIFIED,
+                     {"notice": NOTICE_REMINDER, "chat_id": sent.chat_id, "message_id": sent.message_id,
+                      "part": index + 1, "parts": len(parts)},
+                     lambda a: {"number": a.reminder_count})
+        outcome.sent.append(sent)
+    logger.info("提醒摘要已发到 chat %s：%d 条审批，%d 条消息", target, len(items), len(outcome.sent))
+    return outcome
+
+
+def _recheck_part(part: DigestPart, *, now: datetime, total: int, index: int, parts: int) -> DigestPart | None:
+    """发送前最后确认：等待节流期间被决定的审批不再提醒（R4）。"""
+    ids = [i.approval.pk for i in part.items]
+    still = set(Approval.objects.filter(pk__in=ids, status=Status.PENDING, expires_at__gt=now)
+                .values_list("pk", flat=True))
+    if len(still) == len(ids):
+        return part
+    items = [i for i in part.items if i.approval.pk in still]
+    if not items:
+        return None
+    text = _render_part(items, now, total=total, index=index, parts=parts)
+    return DigestPart(items=items, text=text, reply_to=items[0].reply_to if len(items) == 1 else None)
+
+
+# ---------------------------------------------------------------- 超时通知
+
+
+def _notice_sent(approval: Approval, notice: str) -> bool:
+    for kind, details in ApprovalEvent.objects.filter(
+        approval=approval, kind__in=[EventKind.NOTIFIED, EventKind.NOTIFY_FAILED]
+    ).values_list("kind", "details"):
+        details = details or {}
+        if details.get("notice") == notice and (kind == EventKind.NOTIFIED or details.get("permanent")):
+            return True
+    return False
+
+
+def _approval_load(approval_id: int) -> Approval | None:
+    return (
+        Approval.objects.select_related("requester", "jenkins_server")
+        .prefetch_related(Prefetch("votes", queryset=Vote.objects.select_related("approver").order_by("id")))
+        .filter(pk=approval_id).first()
+    )
+
+
+def _approval_target(approval: Approval) -> tuple[int | None, int | None]:
+    """(群, 回复的消息 id)：有审批消息就回复它，否则发到审批的群或默认群。"""
+    rows = approval_messages([approval.pk]).get(approval.pk, [])
+    preferred = chat_resolve(approval.chat_id) if approval.chat_id else None
+    row = _message_in(rows, preferred)
+    if row is not None:
+        return int(row.chat_id), int(row.message_id)
+    chat = approval.chat_id or default_chat_id()
+    return (int(chat) if chat else None), None
+
+
+def _summary_rows(approval: Approval) -> list[str]:
+    emoji, env_label = environment_badge(approval.environment)
+    rows = [
+        (_("项目"), esc(approval.project)),
+        (_("环境"), f"{emoji} {esc(env_label)}"),
+        (_("任务"), f"{esc(approval.job_name)} #{approval.build_number}"),
+    ]
+    if approval.version:
+        rows.append((_("版本"), esc(approval.version)))
+    return [f"<b>{esc(label)}：</b>{value}" for label, value in rows]
+
+
+def render_timeout_notice(approval: Approval, *, owners: list[Approver], waiting: list[Approver]) -> str:
+    """超时通知（R11）：哪条审批、截止时间、票数、按哪种策略处理、接下来会怎样。"""
+    lines = [f"⌛ <b>{esc(_('审批已超时'))}</b> · <code>{esc(approval.public_id)}</code>", *_summary_rows(approval)]
+    received = len(_voted_approve(approval))
+    lines.append(esc(_("截止 %(t)s 前没有足够的同意票（%(got)d/%(need)d）。") % {
+        "t": format_time(approval.expires_at),
+        "got": received, "need": approval.required_approvals,
+    }))
+    policy = _("超时即拒绝") if approval.timeout_policy == "reject" else _("仅标记超时")
+    lines.append(f"<b>{esc(_('超时策略'))}：</b>{esc(policy)}")
+    lines.append(f"<b>{esc(_('下一步'))}：</b>{esc(next_step_text(approval))}")
+    if waiting:
+        lines.append(f"👥 {esc(_('未投票的审批人'))}：{mentions_html(waiting)}")
+    people = [*owners]
+    if approval.requester is not None:
+        people.append(approval.requester)
+    if people:
+        lines.append(f"📣 {esc(_('负责人与发起人'))}：{mentions_html(people)}")
+    return "\n".join(lines)
+
+
+def timeout_notice_send(*, approval_id: int, sender: TelegramSender | None = None) -> SentMessage | None:
+    """发出超时通知（回复在原审批消息下）。已发过、或审批并未超时，则什么也不做。"""
+    approval = _approval_load(approval_id)
+    if approval is None or approval.status != Status.TIMEOUT or _notice_sent(approval, NOTICE_TIMEOUT):
+        return None
+    chat_id, reply_to = _approval_target(approval)
+    if chat_id is None:
+        logger.warning("审批 %s 的超时通知没有可发送的群", approval.public_id)
+        event_record(approval=approval, kind=EventKind.NOTIFY_FAILED, channel=Channel.TELEGRAM,
+                     details={"notice": NOTICE_TIMEOUT, "code": "no_chat", "permanent": True})
+        return None
+    audience = Audience()
+    text = render_timeout_notice(approval, owners=audience.owners(approval.project, approval.environment),
+                                 waiting=audience.waiting(approval))
+    return _send_for_approval(approval, NOTICE_TIMEOUT, chat_id, text, reply_to, sender)
+
+
+def _send_for_approval(approval: Approval, notice: str, chat_id: int, text: str, reply_to: int | None,
+                       sender: TelegramSender | None, extra: dict[str, Any] | None = None) -> SentMessage | None:
+    """发一条属于某个审批的通知并记入其历史；永久错误记录后返回 None，暂时性错误抛出。"""
+    sender = sender or TelegramSender()
+    try:
+        sent = sender.send_message(chat_id, text, reply_to_message_id=reply_to)
+    except TelegramSendError as exc:
+        if not exc.permanent:
+            raise
+        logger.error("审批 %s 的%s通知发往 chat %s 永久失败：%s", approval.public_id, notice, chat_id, exc)
+        event_record(approval=approval, kind=EventKind.NOTIFY_FAILED, channel=Channel.TELEGRAM,
+                     details={"notice": notice, "chat_id": chat_id, **_failure_details(exc), **(extra or {})})
+        return None
+    event_record(approval=approval, kind=EventKind.NOTIFIED, channel=Channel.TELEGRAM,
+                 details={"notice": notice, "chat_id": sent.chat_id, "message_id": sent.message_id,
+                          **({"reply_to": reply_to} if reply_to else {}), **(extra or {})})
+    return sent
+
+
+# ---------------------------------------------------------------- 构建结果通知
+
+
+def console_url(build_url: str) -> str | None:
+    return f"{build_url.rstrip('/')}/console" if build_url else None
+
+
+def build_log_tail_for(result: BuildResult, *, lines: int = LOG_TAIL_LINES) -> str:
+    """失败时附带的日志末尾（B4）：有审批的从 Jenkins 增量读取并保存；没有审批的用已存的日志或读一次控制台。"""
+    from jenkins_bridge.client import JenkinsClient, JenkinsError
+    from jenkins_bridge.logs import build_log_tail
+
+    if result.approval is not None:
+        return build_log_tail(result.approval, lines=lines)
+    stored = BuildLog.objects.filter(jenkins_server=result.jenkins_server, job_name=result.job_name,
+                                     build_number=result.build_number).values_list("content", flat=True).first()
+    text = stored
+    if not text:
+        try:
+            text = JenkinsClient(result.jenkins_server).console_text(result.job_name, result.build_number)
+        except JenkinsError as exc:
+            logger.warning("获取 %s #%s 的控制台日志失败：%s", result.job_name, result.build_number, exc)
+            return ""
+    return "\n".join(text.rstrip("\n").split("\n")[-lines:])
+
+
+def _fit_tail(build: Callable[[str], str], tail: str, *, limit: int = MAX_MESSAGE_LENGTH) -> str:
+    """把日志末尾放进消息：放不下时丢掉前面的部分（失败原因在最后），前面加“…”。"""
+    full = build(esc(tail))
+    if tg_length(full) <= limit:
+        return full
+    lo, hi = 0, min(len(tail), limit)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if tg_length(build(ELLIPSIS + esc(tail[len(tail) - mid:]))) <= limit:
+            lo = mid
+        else:
+            hi = mid - 1
+    return build(ELLIPSIS + esc(tail[len(tail) - lo:]) if lo else ELLIPSIS)
+
+
+def render_build_result(result: BuildResult, *, approval: Approval | None, people: list[Approver],
+                        tail: str = "", project: str = "") -> str:
+    """构建结果通知（B3–B7）：结果与表情、耗时、环境、版本、谁批准的、Jenkins 与日志链接，失败时附日志末尾。"""
+    titles = {
+        BuildResultValue.SUCCESS: _("构建成功"),
+        BuildResultValue.FAILURE: _("构建失败"),
+        BuildResultValue.ABORTED: _("构建已中止"),
+        BuildResultValue.NOT_BUILT: _("未构建"),
+        BuildResultValue.UNSTABLE: _("构建不稳定"),
+    }
+    emoji = RESULT_EMOJI.get(result.result, "❔")
+    title = titles.get(result.result, result.result)
+    project = project or (approval.project if approval else "") or result.project or result.job_name
+    environment = result.environment or (approval.environment if approval else "")
+    env_emoji, env_label = environment_badge(environment)
+    version = result.version or (approval.version if approval else "")
+    lines = [
+        f"{emoji} <b>{esc(title)}</b> · {esc(project)} #{result.build_number}",
+        f"<b>{esc(_('结果'))}：</b>{esc(result.result)}",
+        f"<b>{esc(_('任务'))}：</b>{esc(result.job_name)} #{result.build_number}",
+        f"<b>{esc(_('环境'))}：</b>{env_emoji} {esc(env_label)}",
+    ]
+    if version:
+        lines.append(f"<b>{esc(_('版本'))}：</b>{esc(version)}")
+    lines.append(f"<b>{esc(_('耗时'))}：</b>{esc(duration_ms_text(result.duration_ms))}")
+    if approval is not None:
+        approvers = [a.label for a in _voted_approve(approval)]
+        if approval.status == Status.APPROVED:
+            who = _("%(names)s 同意") % {"names": "、".join(approvers) or approval.decided_by_name or _("系统")}
+        else:
+            who = approval.get_status_display()
+            if approval.decided_by_name:
+                who += f"（{approval.decided_by_name}）"
+        lines.append(f"<b>{esc(_('审批'))}：</b><code>{esc(approval.public_id)}</code> {esc(who)}")
+    else:
+        lines.append(f"<b>{esc(_('审批'))}：</b>{esc(_('（这次构建没有经过审批）'))}")
+    links = [p for p in (link(console_url(result.build_url), _("Jenkins 控制台")),
+                         link(_log_url(approval), _("构建日志"))) if p]
+    if links:
+        lines.append("🔗 " + " | ".join(links))
+    if people:
+        lines.append(f"📣 {esc(_('请关注'))}：{mentions_html(people)}")
+    head = "\n".join(lines)
+    if not tail.strip():
+        return fit_message(lambda extra: head + extra, "")
+
+    def build(escaped_tail: str) -> str:
+        label = esc(_("日志末尾（最后 %(n)d 行）") % {"n": LOG_TAIL_LINES})
+        return f"{head}\n\n<b>{label}：</b>\n<pre>{escaped_tail}</pre>"
+
+    return _fit_tail(build, tail)
+
+
+def _log_url(approval: Approval | None) -> str | None:
+    if approval is None:
+        return None
+    from approvals.links import log_url
+
+    return log_url(approval)
+
+
+def _result_claim(result_id: int) -> datetime | None:
+    """条件认领：notified_at 为空才改成现在。返回认领时写入的时刻；别人已认领/已通知返回 None。"""
+    now = timezone.now()
+    changed = BuildResult.objects.filter(pk=result_id, notified_at__isnull=True).update(notified_at=now)
+    return now if changed == 1 else None
+
+
+def _result_release(result_id: int, claimed_at: datetime) -> None:
+    """暂时性失败：放开认领，让重试能再认领。"""
+    BuildResult.objects.filter(pk=result_id, notified_at=claimed_at).update(notified_at=None)
+
+
+def _result_record_error(result_id: int, error: dict[str, Any]) -> None:
+    """没有审批可记历史时，把通知失败写在构建结果的 details 上（后台可见）。"""
+    with transaction.atomic():
+        row = BuildResult.objects.select_for_update().filter(pk=result_id).first()
+        if row is None:
+            return
+        details = dict(row.details or {})
+        details["notify_error"] = error
+        BuildResult.objects.filter(pk=result_id).update(details=details)
+
+
+@dataclass
+class ResultAudience:
+    chat_id: int | None
+    reply_to: int | None
+    people: list[Approver]
+    project: str = ""
+
+
+def build_result_audience(result: BuildResult) -> ResultAudience:
+    """发往哪里、点名谁：有审批时回复审批消息，点名同意者与负责人；没有审批时按规则找项目群，点名负责人与审批人（B8）。"""
+    approval = result.approval
+    audience = Audience()
+    if approval is not None:
+        chat_id, reply_to = _approval_target(approval)
+        people = [*_voted_approve(approval), *audience.owners(approval.project, approval.environment)]
+        return ResultAudience(chat_id, reply_to, people)
+    rule = audience.rule(result.project or result.job_name, result.environment)
+    chat_id = rule.chat_id or default_chat_id()
+    return ResultAudience(chat_resolve(int(chat_id)) if chat_id else None, None, [*rule.owners, *rule.approvers],
+                          project=rule.project if rule.matched else "")
+
+
+def build_result_notice_send(*, result_id: int, sender: TelegramSender | None = None) -> SentMessage | None:
+    """发出构建结果通知（B3–B8）。notified_at 保证重试与重复投递只发一次。
+
+    暂时性错误：放开认领后抛出，由任务重试；永久错误与“没有群”：记录后返回 None。
+    """
+    claimed_at = _result_claim(result_id)
+    if claimed_at is None:
+        return None
+    result = (
+        BuildResult.objects.select_related("jenkins_server", "approval", "approval__requester",
+                                           "approval__jenkins_server")
+        .prefetch_related(Prefetch("approval__votes", queryset=Vote.objects.select_related("approver").order_by("id")))
+        .get(pk=result_id)
+    )
+    approval = result.approval
+    try:
+        target = build_result_audience(result)
+        chat_id = target.chat_id
+        if chat_id is None:
+            logger.warning("构建结果 %s #%s 没有可发送的群", result.job_name, result.build_number)
+            error = {"notice": NOTICE_BUILD_RESULT, "code": "no_chat", "permanent": True}
+            if approval is not None:
+                event_record(approval=approval, kind=EventKind.NOTIFY_FAILED, channel=Channel.TELEGRAM, details=error)
+            else:
+                _result_record_error(result_id, error)
+            return None
+        tail = ""
+        if result.result in (BuildResultValue.FAILURE, BuildResultValue.UNSTABLE):
+            tail = build_log_tail_for(result)
+        text = render_build_result(result, approval=approval, people=target.people, tail=tail, project=target.project)
+        extra = {"result": result.result, "build_result_id": result.pk}
+        if approval is not None:
+            return _send_for_approval(approval, NOTICE_BUILD_RESULT, chat_id, text, target.reply_to, sender, extra)
+        try:
+            return (sender or TelegramSender()).send_message(chat_id, text)
+        except TelegramSendError as exc:
+            if not exc.permanent:
+                raise
+            logger.error("构建结果 %s #%s 的通知发往 chat %s 永久失败：%s", result.job_name, result.build_number,
+                         chat_id, exc)
+            _result_record_error(result_id, {"notice": NOTICE_BUILD_RESULT, "chat_id": chat_id,
+                                             **_failure_details(exc)})
+            return None
+    except TelegramSendError as exc:
+        if not exc.permanent:
+            _result_release(result_id, claimed_at)
+        raise
+    except Exception:
+        # 渲染或取日志出了意外：放开认领，让重试（或人工重放）还能发出去，再把错误交给 Celery 记录
+        _result_release(result_id, claimed_at)
+        raise
+
+
+def build_result_notice_gave_up(*, result_id: int, exc: TelegramSendError) -> None:
+    """重试次数用尽：标记为已处理（不再重试），并把原因记下来。"""
+    BuildResult.objects.filter(pk=result_id, notified_at__isnull=True).update(notified_at=timezone.now())
+    result = BuildResult.objects.select_related("approval").filter(pk=result_id).first()
+    if result is None:
+        return
+    error = {"notice": NOTICE_BUILD_RESULT, **_failure_details(exc, gave_up=True)}
+    if result.approval is not None:
+        event_record(approval=result.approval, kind=EventKind.NOTIFY_FAILED, channel=Channel.TELEGRAM, details=error)
+    else:
+        _result_record_error(result_id, error)
+
+
+# ---------------------------------------------------------------- 配置变化通知
+
+
+def render_config_changed(name: str, ok: bool, summary: str) -> str:
+    """配置重新加载或被拒绝（C7）。summary 可能含文件内容，一律转义、超长截短。"""
+    files = {"users": settings.USERS_CONFIG_FILE.name, "app": settings.APP_CONFIG_FILE.name}
+    filename = files.get(name, name)
+    if ok:
+        head = f"✅ <b>{esc(_('配置已重新加载'))}</b>：<code>{esc(filename)}</code>"
+    else:
+        head = (f"⛔ <b>{esc(_('配置被拒绝'))}</b>：<code>{esc(filename)}</code>\n"
+                + esc(_("文件有错误，上一个好配置继续生效。")))
+
+    def build(escaped: str) -> str:
+        return f"{head}\n<pre>{escaped}</pre>" if escaped else head
+
+    return fit_message(build, summary or "")
+
+
+def config_changed_send(*, name: str, ok: bool, summary: str, sender: TelegramSender | None = None) -> \
+        SentMessage | None:
+    chat_id = default_chat_id()
+    if chat_id is None:
+        logger.info("配置变化通知：没有默认群，只记日志（%s，ok=%s）", name, ok)
+        return None
+    sender = sender or TelegramSender()
+    try:
+        return sender.send_message(chat_id, render_config_changed(name, ok, summary))
+    except TelegramSendError as exc:
+        if not exc.permanent:
+            raise
+        logger.error("配置变化通知发往 chat %s 永久失败：%s", chat_id, exc)
+        return None
+
+
+# ---------------------------------------------------------------- Celery 任务（名字是契约）
+
+
+def _retry_or_give_up(task: Any, exc: TelegramSendError, give_up: Callable[[TelegramSendError], None]) -> None:
+    """暂时性错误：退避重试，不早于 retry_after；次数用尽则记录放弃。"""
+    retries = task.request.retries or 0
+    if retries >= task.max_retries:
+        logger.error("任务 %s 重试 %d 次仍失败，放弃：%s", task.name, retries, exc)
+        give_up(exc)
+        return
+    raise task.retry(exc=exc, countdown=retry_countdown(retries, exc.retry_after))
+
+
+@shared_task(bind=True, name=REMINDER_DIGEST_TASK, max_retries=MAX_RETRIES, acks_late=True, ignore_result=True)
+def reminder_digest_task(self, chat_id: int | None, approval_ids: list[int]) -> None:
+    """一个群同时到期的提醒合成一条摘要发出（X6）。重复执行不会重复提醒。"""
+    if not telegram_configured():
+        logger.info("未配置 Telegram，跳过 %d 条提醒", len(approval_ids))
+        return
+    try:
+        reminder_digest_send(chat_id=chat_id, approval_ids=approval_ids)
+    except DigestIncomplete as incomplete:
+        # 有进展才会走到这里（至少发出了一条），用新任务接着发，不占用错误重试次数
+        reminder_digest_task.apply_async(args=[chat_id, incomplete.remaining], countdown=incomplete.retry_after)
+    except TelegramSendError as exc:
+
+        def give_up(error: TelegramSendError) -> None:
+            approvals = _load_pending(approval_ids, timezone.now())
+            handled = _reminders_handled(approvals)
+            _record_many([a for a in approvals if a.pk not in handled], EventKind.NOTIFY_FAILED,
+                         {"notice": NOTICE_REMINDER, "chat_id": chat_id, **_failure_details(error, gave_up=True)},
+                         lambda a: {"number": a.reminder_count})
+
+        _retry_or_give_up(self, exc, give_up)
+
+
+@shared_task(bind=True, name=TIMEOUT_NOTICE_TASK, max_retries=MAX_RETRIES, acks_late=True, ignore_result=True)
+def timeout_notice_task(self, approval_id: int) -> None:
+    """超时通知（R11），回复在原审批消息下。原消息的编辑由刷新任务完成。"""
+    if not telegram_configured():
+        return
+    try:
+        timeout_notice_send(approval_id=approval_id)
+    except TelegramSendError as exc:
+
+        def give_up(error: TelegramSendError) -> None:
+            approval = Approval.objects.filter(pk=approval_id).first()
+            if approval is not None:
+                event_record(approval=approval, kind=EventKind.NOTIFY_FAILED, channel=Channel.TELEGRAM,
+                             details={"notice": NOTICE_TIMEOUT, **_failure_details(error, gave_up=True)})
+
+        _retry_or_give_up(self, exc, give_up)
+
+
+@shared_task(bind=True, name=BUILD_RESULT_NOTIFY_TASK, max_retries=MAX_RETRIES, acks_late=True, ignore_result=True)
+def build_result_notify_task(self, build_result_id: int) -> None:
+    """构建结果通知（B3–B8）。notified_at 保证只发一次。"""
+    if not telegram_configured():
+        return
+    try:
+        build_result_notice_send(result_id=build_result_id)
+    except TelegramSendError as exc:
+        _retry_or_give_up(self, exc, lambda error: build_result_notice_gave_up(result_id=build_result_id, exc=error))
+
+
+@shared_task(bind=True, name=CONFIG_CHANGED_NOTIFY_TASK, max_retries=MAX_RETRIES, acks_late=True,
+             ignore_result=True)
+def config_changed_notify_task(self, name: str, ok: bool, summary: str) -> None:
+    """配置文件重新加载或被拒绝时通知默认群（C7）。"""
+    if not telegram_configured():
+        return
+    try:
+        config_changed_send(name=name, ok=ok, summary=summary)
+    except TelegramSendError as exc:
+        _retry_or_give_up(self, exc, lambda error: None)
