@@ -80,3 +80,6 @@ def telegram_recovery_sweep_task(limit: int = 50) -> dict:
 @shared_task(name=CLEANUP_TASK, ignore_result=True)
 def processed_updates_cleanup_task() -> int:
     return services.processed_updates_cleanup()
+
+
+from . import notices  # noqa: E402,F401 — 注册提醒/通知任务
