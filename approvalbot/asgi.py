@@ -5,6 +5,8 @@ import os
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "approvalbot.settings")
+# ASGI 下 Django 每个请求可能在不同线程上，持久连接会变成“每线程一条”：web 进程不保持连接（Django 文档的建议）
+os.environ.setdefault("DB_CONN_MAX_AGE", "0")
 application = get_asgi_application()
 
 from django.conf import settings  # noqa: E402
