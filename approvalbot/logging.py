@@ -35,6 +35,12 @@ class RedactSecretsFilter(logging.Filter):
         cleaned = redact(message)
         if cleaned != message:
             record.msg, record.args = cleaned, ()
+        # 异常文字也要抹：python-telegram-bot 的 InvalidToken 把整个 token 写进异常信息，
+        # 文本格式的 handler 会原样打印堆栈（Formatter 优先使用已缓存的 exc_text）
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
         return True
 
 

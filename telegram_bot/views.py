@@ -22,6 +22,7 @@ from django.http import HttpRequest, JsonResponse
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from telegram import Update
+from telegram.error import InvalidToken, NetworkError
 from telegram.ext import Application
 
 from .application import build_application
@@ -109,8 +110,16 @@ async def telegram_webhook(request: HttpRequest) -> JsonResponse:
         return _error(400, "invalid_json", _("请求体不是合法的 JSON。"))
     if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
         return _error(400, "invalid_update", _("不是 Telegram update：缺少整数 update_id。"))
-    if isinstance(request, ASGIRequest):
-        await processor.process_in_background(data)
-    else:
-        await processor.process_now(data)
+    try:
+        if isinstance(request, ASGIRequest):
+            await processor.process_in_background(data)
+        else:
+            await processor.process_now(data)
+    except InvalidToken:
+        # 不记录异常文字（其中含 token）；回 503 让 Telegram 稍后重投
+        logger.error("Telegram 拒绝了 TELEGRAM_BOT_TOKEN，webhook 无法处理 update %s", data["update_id"])
+        return _error(503, "invalid_token", _("Telegram 拒绝了 TELEGRAM_BOT_TOKEN。"))
+    except NetworkError as exc:
+        logger.warning("初始化机器人时连不上 Telegram（%s），update %s 交给 Telegram 重投", exc, data["update_id"])
+        return _error(503, "telegram_unreachable", _("暂时连不上 Telegram，请稍后重投。"))
     return JsonResponse({"ok": True})

@@ -10,14 +10,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.translation import gettext as _
-from telegram.error import InvalidToken, TelegramError
+from telegram.error import InvalidToken, NetworkError, RetryAfter, TelegramError
+from telegram.ext import Application
 
 from telegram_bot.application import ALLOWED_UPDATES, build_application, set_bot_commands
+
+logger = logging.getLogger("telegram_bot.runbot")
 
 SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 EXIT_NOT_CONFIGURED = 2
@@ -81,6 +85,8 @@ class Command(BaseCommand):
                     drop_pending_updates=drop, max_connections=40,
                 )
                 await set_bot_commands(bot)
+        except InvalidToken:
+            raise self._invalid_token() from None
         except TelegramError as exc:
             raise CommandError(_("注册 webhook 失败：%(e)s") % {"e": exc}) from None
         self.stdout.write(self.style.SUCCESS(_("已注册 webhook：%(url)s（由 web 进程接收 update）") % {"url": url}))
@@ -90,24 +96,49 @@ class Command(BaseCommand):
         try:
             async with bot:
                 await bot.delete_webhook(drop_pending_updates=drop)
+        except InvalidToken:
+            raise self._invalid_token() from None
         except TelegramError as exc:
             raise CommandError(_("删除 webhook 失败：%(e)s") % {"e": exc}) from None
         self.stdout.write(self.style.SUCCESS(_("已删除 webhook，可以用轮询模式运行。")))
 
     # ------------------------------------------------------------ polling
 
+    @staticmethod
+    def _invalid_token() -> CommandError:
+        # 不附带 PTB 的异常文字：InvalidToken 的信息里含有完整 token
+        return CommandError(
+            _("Telegram 拒绝了 TELEGRAM_BOT_TOKEN（无效或已被撤销）。请在 @BotFather 重新获取。"),
+            returncode=EXIT_NOT_CONFIGURED,
+        )
+
     def _poll(self, *, timeout: int, drop: bool) -> None:
         application = build_application()
         self.stdout.write(_("Telegram 机器人以轮询模式启动（Ctrl+C 或 SIGTERM 停止）…"))
+        # 先在同一个事件循环里自己完成初始化（getMe）：token 无效时干净地退出，网络不通时退避重试；
+        # run_polling 随后复用这个循环，发现已初始化就直接开始轮询
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
         try:
-            # bootstrap_retries=-1：启动时 Telegram 不可达就一直退避重试；轮询中的网络故障同样退避重连
-            application.run_polling(
-                allowed_updates=ALLOWED_UPDATES, timeout=timeout, bootstrap_retries=-1,
-                drop_pending_updates=drop or None,
-            )
+            loop.run_until_complete(self._initialize(application))
         except InvalidToken:
-            raise CommandError(
-                _("Telegram 拒绝了 TELEGRAM_BOT_TOKEN（无效或已被撤销）。请在 @BotFather 重新获取。"),
-                returncode=EXIT_NOT_CONFIGURED,
-            ) from None
+            loop.close()
+            raise self._invalid_token() from None
+        # 轮询中的网络故障由 PTB 的轮询循环退避重连；SIGINT/SIGTERM 触发优雅停止
+        application.run_polling(allowed_updates=ALLOWED_UPDATES, timeout=timeout, drop_pending_updates=drop or None)
         self.stdout.write(_("Telegram 机器人已停止。"))
+
+    @staticmethod
+    async def _initialize(application: Application) -> None:
+        delay = 1.0
+        while True:
+            try:
+                await application.initialize()
+                return
+            except RetryAfter as exc:
+                wait = exc.retry_after if isinstance(exc.retry_after, int | float) else exc.retry_after.total_seconds()
+            except NetworkError as exc:
+                wait = delay
+                delay = min(delay * 2, 60.0)
+                logger.warning("连接 Telegram 失败（%s），%.0f 秒后重试", exc, wait)
+            await asyncio.sleep(wait)
