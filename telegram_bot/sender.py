@@ -186,7 +186,10 @@ class ChatPacer:
                     .order_by("chat_id")}
             chat, glob = rows[chat_id], rows[GLOBAL_PACING_CHAT_ID]
             now = timezone.now()
-            start = max(t for t in (now, chat.next_send_at, chat.cooldown_until, glob.next_send_at) if t)
+            chat_ready = max(t for t in (now, chat.next_send_at, chat.cooldown_until) if t)
+            global_ready = max(now, glob.next_send_at or now)
+            # 全局指针只管“马上要发”的突发：某个群排到几秒后的发送不应挡住其他聊天
+            start = max(chat_ready, global_ready)
             wait = (start - now).total_seconds()
             if wait > self.max_wait:
                 raise TelegramSendError(
@@ -195,9 +198,9 @@ class ChatPacer:
                 )
             interval = self.group_interval if chat_id < 0 else self.private_interval
             TelegramChat.objects.filter(pk=chat.pk).update(next_send_at=start + timedelta(seconds=interval))
-            if chat.pk != glob.pk:
+            if chat.pk != glob.pk and chat_ready <= global_ready:
                 TelegramChat.objects.filter(pk=glob.pk).update(
-                    next_send_at=start + timedelta(seconds=self.global_interval)
+                    next_send_at=global_ready + timedelta(seconds=self.global_interval)
                 )
         return max(wait, 0.0)
 
