@@ -407,3 +407,16 @@ def test_handler_errors_are_logged_with_traceback_and_the_user_is_told(bot, fake
     record = next(r for r in caplog.records if r.name == "telegram_bot.handlers")
     assert record.exc_info is not None and "message to edit not found" in record.getMessage().lower()
     assert f"chat={GROUP_ID}" in record.getMessage()
+
+
+def test_polling_survives_telegram_faults(bot, fake_tg, tg_users, shop_rule):
+    """T9：getUpdates 连续失败（502）时机器人退避重连，之后的消息照常处理。"""
+    fake_tg.server_error("getUpdates", times=2)
+
+    async def scenario(h):
+        reply = await h.say(tg_users["approver"], GROUP_ID, "/help")
+        assert "/approve" in reply.text
+
+    bot.run(scenario)
+    statuses = [c.status for c in fake_tg.calls_to("getUpdates")]
+    assert statuses[:2] == [502, 502] and 200 in statuses

@@ -1,0 +1,48 @@
+"""/health 用的 Telegram 状态、周期任务声明、后台页面。"""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from telegram_bot.health import telegram_health
+from telegram_bot.models import TelegramMessage
+
+pytestmark = pytest.mark.django_db
+
+
+def test_health_is_disabled_without_token(settings):
+    settings.TELEGRAM_BOT_TOKEN = ""
+    assert telegram_health(check_api=True)["status"] == "disabled"
+
+
+def test_health_checks_the_api_when_asked(fake_tg, settings):
+    health = telegram_health(check_api=True)
+    assert (health["status"], health["api"], health["bot_username"]) == ("ok", "ok", "approval_test_bot")
+    settings.TELEGRAM_BOT_TOKEN = "987654:WrongWrongWrongWrongWrongWrong12"
+    health = telegram_health(check_api=True)
+    assert health["status"] == "error" and health["api"] == "error"
+    assert "987654:Wrong" not in str(health)
+
+
+def test_periodic_recovery_sweep_is_declared():
+    from django.utils.module_loading import autodiscover_modules
+
+    from approvalbot.periodic import registered
+
+    autodiscover_modules("schedules")
+    specs = {s.name: s for s in registered()}
+    assert specs["telegram_bot.recovery_sweep"].task == "telegram_bot.tasks.telegram_recovery_sweep_task"
+    assert specs["telegram_bot.processed_updates_cleanup"].crontab
+
+
+def test_admin_pages_render(client, fake_tg, shop_rule, make_approval, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        make_approval()
+    admin = get_user_model().objects.create_superuser("root", "root@example.com", "pw")
+    client.force_login(admin)
+    for name in ("telegrammessage", "telegramchat", "identityevent", "processedupdate", "reasonprompt"):
+        response = client.get(f"/admin/telegram_bot/{name}/")
+        assert response.status_code == 200, name
+    row = TelegramMessage.objects.get()
+    assert client.get(f"/admin/telegram_bot/telegrammessage/{row.pk}/change/").status_code == 200
