@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_celery_beat",
     "approvalbot",  # 只有管理命令（setup_periodic_tasks、bootstrap_admin），没有模型
     "accounts",
@@ -200,6 +201,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Jenkins 流水线通过本 API 申请发布审批、查询结果、回报构建结果。",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI 用随包的静态文件，不依赖外部 CDN（内网、离线也能打开）
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # ---------------------------------------------------------------- Celery

@@ -94,3 +94,14 @@ def test_log_filter_redacts_tokens(settings, caplog):
 def test_httpx_logger_is_quiet():
     # httpx 在 INFO 级别会记录带 Bot token 的完整 URL
     assert logging.getLogger("httpx").getEffectiveLevel() >= logging.WARNING
+
+
+@pytest.mark.django_db
+def test_api_docs_page_needs_no_cdn(client):
+    """内网或离线环境也要能打开 API 文档：页面里不能引用外部主机的脚本与样式。"""
+    response = client.get("/api/docs")
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui.css" in body
+    assert "cdn.jsdelivr.net" not in body and "unpkg.com" not in body
+    assert client.get("/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js").status_code in (200, 404)
