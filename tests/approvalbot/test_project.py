@@ -104,4 +104,6 @@ def test_api_docs_page_needs_no_cdn(client):
     body = response.content.decode()
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui.css" in body
     assert "cdn.jsdelivr.net" not in body and "unpkg.com" not in body
-    assert client.get("/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js").status_code in (200, 404)
+    from django.contrib.staticfiles import finders
+
+    assert finders.find("drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js")
