@@ -11,6 +11,7 @@
   64 字节 → BUTTON_DATA_INVALID；编辑成完全相同的内容 → “message is not modified”；editMessageText 不带
   reply_markup 会移除内联按钮（与真实服务器一致）；
 - answerCallbackQuery：只能回答存在且未回答过的查询，文字 ≤ 200；
+- 群发送限速（limit_groups：超过每分钟 20 条回 429）；
 - 故障注入：429（parameters.retry_after）、403 “bot was blocked by the user”、群升级为超级群
   （400 + parameters.migrate_to_chat_id，之后对旧 id 的每次调用都如此）、5xx、慢响应；
 - 也能当 HTTP 代理用：收到绝对形式的请求行（GET http://…/bot…）时照常处理，并记下 via_proxy。
@@ -186,6 +187,8 @@ class FakeTelegram:
         self.blocked: set[int] = set()
         self.kicked: set[int] = set()
         self.migrated: dict[int, int] = {}
+        self.group_limit: tuple[int, float] | None = None  # (条数, 窗口秒数)，见 limit_groups()
+        self._group_sends: dict[int, list[float]] = {}
         self.webhook: dict[str, Any] | None = None
         self.commands: list[dict[str, Any]] = []
         self._poll_generation = 0
@@ -285,6 +288,23 @@ class FakeTelegram:
             old = self.chats.get(old_chat_id, {"title": "群"})
             self.chats[new_chat_id] = {"id": new_chat_id, "type": "supergroup", "title": old.get("title", "")}
             self.migrated[old_chat_id] = new_chat_id
+
+    def limit_groups(self, per_window: int = 20, window: float = 60.0) -> None:
+        """像真实服务器那样限制群里的发送速率（约 20 条/分钟）：超出的 sendMessage 回 429 与 retry_after。"""
+        with self.cond:
+            self.group_limit = (per_window, window)
+
+    def _check_group_rate(self, chat_id: int) -> None:
+        if self.group_limit is None or chat_id > 0:
+            return
+        per_window, window = self.group_limit
+        now = time.monotonic()
+        recent = [t for t in self._group_sends.get(chat_id, []) if t > now - window]
+        if len(recent) >= per_window:
+            retry_after = max(1, int(recent[0] + window - now + 0.999))
+            raise ApiError(429, f"Too Many Requests: retry after {retry_after}", {"retry_after": retry_after})
+        recent.append(now)
+        self._group_sends[chat_id] = recent
 
     def delay(self, method: str, seconds: float) -> None:
         with self.cond:
@@ -584,6 +604,7 @@ class FakeTelegram:
             chat = self._chat_for(params)
             plain, source = self._text(params)
             markup = self._markup(params)
+            self._check_group_rate(chat["id"])
             message: dict[str, Any] = {
                 "message_id": self._next_message_id(chat["id"]), "from": dict(self.bot_user), "chat": chat,
                 "date": int(time.time()), "text": plain,
@@ -739,3 +760,87 @@ def _as_bool(value: Any) -> bool:
     if isinstance(value, str):
         return value.lower() in ("true", "1")
     return bool(value)
+
+
+class Socks5Proxy:
+    """最小的 SOCKS5 代理（RFC 1928：无认证、CONNECT、IPv4/域名），用来验证 socks5:// 代理真的被使用。"""
+
+    def __init__(self, *, resolve: dict[str, tuple[str, int]] | None = None) -> None:
+        import socket
+
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))
+        self._socket.listen(16)
+        self.resolve = resolve or {}  # 域名 → 实际地址（测试里把 api.telegram.org 指到假服务器）
+        self.connections: list[tuple[str, int]] = []
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True, name="fake-socks5").start()
+
+    @property
+    def url(self) -> str:
+        host, port = self._socket.getsockname()
+        return f"socks5://{host}:{port}"
+
+    def close(self) -> None:
+        self._closed = True
+        self._socket.close()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _addr = self._socket.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: Any) -> None:
+        import socket
+        import struct
+
+        def recv_exact(n: int) -> bytes:
+            data = b""
+            while len(data) < n:
+                chunk = client.recv(n - len(data))
+                if not chunk:
+                    raise ConnectionError
+                data += chunk
+            return data
+
+        try:
+            _version, methods = recv_exact(2)
+            recv_exact(methods)
+            client.sendall(b"\x05\x00")  # 不需要认证
+            _ver, command, _rsv, address_type = recv_exact(4)
+            if address_type == 1:
+                host = socket.inet_ntoa(recv_exact(4))
+            elif address_type == 3:
+                host = recv_exact(recv_exact(1)[0]).decode()
+            else:
+                client.sendall(b"\x05\x08\x00\x01" + b"\x00" * 6)
+                return
+            (port,) = struct.unpack("!H", recv_exact(2))
+            if command != 1:
+                client.sendall(b"\x05\x07\x00\x01" + b"\x00" * 6)
+                return
+            self.connections.append((host, port))
+            upstream = socket.create_connection(self.resolve.get(f"{host}:{port}", (host, port)))
+            client.sendall(b"\x05\x00\x00\x01" + b"\x00" * 6)
+        except (ConnectionError, OSError):
+            client.close()
+            return
+
+        def pipe(src: Any, dst: Any) -> None:
+            try:
+                while chunk := src.recv(65536):
+                    dst.sendall(chunk)
+            except OSError:
+                pass
+            finally:
+                for sock in (src, dst):
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        threading.Thread(target=pipe, args=(client, upstream), daemon=True).start()
+        threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()

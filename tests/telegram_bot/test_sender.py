@@ -170,3 +170,28 @@ def test_http_proxy_is_used_for_sender_and_for_the_bot(fake_tg, settings):
 
     assert async_to_sync(ask)() == "approval_test_bot"
     assert fake_tg.ok_calls("getMe")[-1].via_proxy is True
+
+
+def test_socks5_proxy_is_used_for_sender_and_for_the_bot(fake_tg, settings):
+    """T8：socks5:// 代理（socksio）。代理把“api.telegram.invalid:80”接到假服务器上。"""
+    from tests.fake_telegram import Socks5Proxy
+
+    port = int(fake_tg.url.rsplit(":", 1)[1])
+    proxy = Socks5Proxy(resolve={"api.telegram.invalid:80": ("127.0.0.1", port)})
+    try:
+        settings.TELEGRAM_PROXY_URL = proxy.url
+        settings.TELEGRAM_API_URL = "http://api.telegram.invalid"
+        TelegramSender().send_message(GROUP_ID, "经 SOCKS5")
+        assert fake_tg.chat_messages(GROUP_ID)[-1].text == "经 SOCKS5"
+
+        from telegram_bot.application import build_application
+
+        async def ask() -> str:
+            bot = build_application().bot
+            async with bot:
+                return (await bot.get_me()).username
+
+        assert async_to_sync(ask)() == "approval_test_bot"
+        assert ("api.telegram.invalid", 80) in proxy.connections
+    finally:
+        proxy.close()
