@@ -75,6 +75,11 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
+    if isinstance(exc, exceptions.ParseError) and str(exc.detail).startswith("JSON parse error"):
+        # DRF 的这句没有中文翻译；给出中文说明，同时保留解析器指出的位置
+        detail = str(exc.detail).split(" - ", 1)[-1]
+        return Response(error_payload("parse_error", _("请求体不是合法的 JSON：%(detail)s") % {"detail": detail}),
+                        status=400)
     if isinstance(exc, InvalidInput):
         return Response(error_payload(exc.error_code, str(exc.detail), exc.details), status=exc.status_code)
     if isinstance(exc, exceptions.ValidationError):

@@ -133,7 +133,9 @@ def test_wait_bad_fields(jenkins, shop_rule, body, field):
 
 def test_wait_malformed_json(jenkins):
     response = jenkins.post(WAIT, data='{"JOB_NAME": ', content_type="application/json")
-    assert_error(response, 400, "parse_error")
+    error = assert_error(response, 400, "parse_error")
+    # 中文说明 + 解析器给出的位置，Jenkins 日志里一眼能看出哪里写错
+    assert error["message"].startswith("请求体不是合法的 JSON") and "column" in error["message"]
     assert not Approval.objects.exists()
 
 
