@@ -13,7 +13,9 @@
 
 from __future__ import annotations
 
+import html
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -77,6 +79,10 @@ MAX_MENTIONS = 10  # 一条审批最多点名几人：角色下几百人时也�
 MENTION_LABEL_CHARS = 32
 FIELD_CHARS = 64  # 摘要里项目名、版本的最大显示长度
 LOG_TAIL_LINES = 30
+MAX_ENTITIES = 100  # Telegram 每条消息只处理前 100 个格式实体（粗体、链接、提及……）
+MAX_SOURCE_LENGTH = 8192
+_TAG_RE = re.compile(r"<[^>]*>")
+_OPEN_TAG_RE = re.compile(r"<[a-z]")
 # 一次摘要任务最多连续发送多久：节流下每条要等 3 秒，很长的摘要分几次任务发完，不超过 Celery 的软超时
 DIGEST_TIME_BUDGET_SECONDS = 30.0
 
@@ -121,16 +127,45 @@ def _mention(approver: Approver) -> str:
                         label=_short(approver.label, MENTION_LABEL_CHARS))
 
 
-def mentions_html(people: Iterable[Approver], *, limit: int = MAX_MENTIONS) -> str:
-    """点名一组人（去重、保序）；超过 limit 人时只点前几位并注明人数。"""
+def mentions_html(people: Iterable[Approver], *, limit: int = MAX_MENTIONS, mentioned: set[int] | None = None) -> str:
+    """点名一组人（去重、保序）；超过 limit 人时只列前几位并注明人数。
+
+    mentioned：同一条消息里已经点过名的人只写名字。Telegram 每条消息只处理前 100 个格式实体，
+    重复的提及链接既占这个额度，也不会让人多收到一次提醒。
+    """
     unique: dict[int, Approver] = {}
     for person in people:
         unique.setdefault(person.pk, person)
     listed = list(unique.values())
-    parts = [_mention(p) for p in listed[:limit]]
+    parts = []
+    for person in listed[:limit]:
+        if mentioned is not None and person.pk in mentioned:
+            parts.append(esc(_short(person.label, MENTION_LABEL_CHARS)))
+            continue
+        parts.append(_mention(person))
+        if mentioned is not None:
+            mentioned.add(person.pk)
     if len(listed) > limit:
         parts.append(esc(_("等 %(n)d 人") % {"n": len(listed)}))
     return " ".join(parts)
+
+
+def visible_length(source: str) -> int:
+    """Telegram 的 4096 限制针对解析后的正文（去掉标签、还原 &lt; 之类），按 UTF-16 码元计。"""
+    return tg_length(html.unescape(_TAG_RE.sub("", source)))
+
+
+def entity_count(source: str) -> int:
+    """格式实体个数的上界：每个开标签一个，另加正文里会被自动识别的 @用户名 与 /命令。"""
+    plain = html.unescape(_TAG_RE.sub("", source))
+    return len(_OPEN_TAG_RE.findall(source)) + plain.count("@") + plain.count("/")
+
+
+def digest_fits(source: str) -> bool:
+    """摘要的一条消息是否放得下：正文 ≤ 4096；实体 ≤ 100（超出的格式与提及会被 Telegram 静默丢弃）；
+    HTML 源码 ≤ 8192（实体总长另有上限，约 9500，留出余量）。"""
+    return (visible_length(source) <= MAX_MESSAGE_LENGTH and entity_count(source) <= MAX_ENTITIES
+            and len(source) <= MAX_SOURCE_LENGTH)
 
 
 def _voted_approve(approval: Approval) -> list[Approver]:
@@ -263,7 +298,7 @@ def urgency(approval: Approval, now: datetime) -> tuple[int, str]:
     return 2, "🔔"
 
 
-def _digest_block(item: DigestItem, now: datetime, *, compact: bool = False) -> str:
+def _digest_block(item: DigestItem, now: datetime, *, mentioned: set[int], compact: bool = False) -> str:
     approval = item.approval
     _rank, marker = urgency(approval, now)
     emoji, env_label = environment_badge(approval.environment)
@@ -278,20 +313,9 @@ def _digest_block(item: DigestItem, now: datetime, *, compact: bool = False) -> 
     if item.link:
         status += " · " + link(item.link, _("原消息"))
     limit = 3 if compact else MAX_MENTIONS
-    who = mentions_html(item.waiting, limit=limit) or esc(_("（没有可提醒的审批人，请管理员检查规则）"))
+    who = mentions_html(item.waiting, limit=limit, mentioned=mentioned) \
+        or esc(_("（没有可提醒的审批人，请管理员检查规则）"))
     return "\n".join([head, status, f"👥 {esc(_('待审批'))}：{who}"])
-
-
-def _digest_part(blocks: list[str], owners: list[Approver], *, total: int, index: int, parts: int,
-                 compact: bool = False) -> str:
-    title = _("审批提醒：%(n)d 条发布等待审批") % {"n": total}
-    if parts > 1:
-        title += f"（{index}/{parts}）"
-    lines = [f"⏰ <b>{esc(title)}</b>", "", "\n\n".join(blocks), ""]
-    if owners:
-        lines.append(f"📣 {esc(_('项目负责人'))}：{mentions_html(owners, limit=3 if compact else MAX_MENTIONS)}")
-    lines.append(esc(_("请点原消息上的按钮，或发送 /approve 编号、/reject 编号 理由。")))
-    return "\n".join(lines)
 
 
 @dataclass
@@ -301,22 +325,29 @@ class DigestPart:
     reply_to: int | None = None
 
 
-def _part_owners(items: list[DigestItem]) -> list[Approver]:
-    return [o for item in items for o in item.owners]
-
-
-def _render_part(items: list[DigestItem], now: datetime, *, total: int, index: int, parts: int) -> str:
-    text = _digest_part([_digest_block(i, now) for i in items], _part_owners(items),
-                        total=total, index=index, parts=parts)
-    if tg_length(text) > MAX_MESSAGE_LENGTH:
-        # 只可能是单条审批的点名与字段都极长：收紧点名人数，长度必然在限内
-        text = _digest_part([_digest_block(i, now, compact=True) for i in items], _part_owners(items),
-                            total=total, index=index, parts=parts, compact=True)
+def _render_part(items: list[DigestItem], now: datetime, *, total: int, index: int, parts: int,
+                 compact: bool = False) -> str:
+    """一条摘要消息：标题、每条审批一段（已点过名的人只写名字）、项目负责人、操作提示。"""
+    mentioned: set[int] = set()
+    blocks = [_digest_block(i, now, mentioned=mentioned, compact=compact) for i in items]
+    title = _("审批提醒：%(n)d 条发布等待审批") % {"n": total}
+    if parts > 1:
+        title += f"（{index}/{parts}）"
+    lines = [f"⏰ <b>{esc(title)}</b>", "", "\n\n".join(blocks), ""]
+    owners = [o for item in items for o in item.owners]
+    if owners:
+        who = mentions_html(owners, limit=3 if compact else MAX_MENTIONS, mentioned=mentioned)
+        lines.append(f"📣 {esc(_('项目负责人'))}：{who}")
+    lines.append(esc(_("请点原消息上的按钮，或发送 /approve 编号、/reject 编号 理由。")))
+    text = "\n".join(lines)
+    if not compact and len(items) == 1 and not digest_fits(text):
+        # 只可能是单条审批的点名与字段都极长：收紧点名人数，必然放得下
+        return _render_part(items, now, total=total, index=index, parts=parts, compact=True)
     return text
 
 
 def render_reminder_digest(items: list[DigestItem], *, now: datetime | None = None) -> list[DigestPart]:
-    """把一个群同时到期的提醒排成尽量少的消息：最紧急的在前，只有放不下 4096 字符时才另起一条（X6）。"""
+    """把一个群同时到期的提醒排成尽量少的消息：最紧急的在前，只有一条放不下时才另起一条（X6）。"""
     now = now or timezone.now()
     ordered = sorted(items, key=lambda i: (urgency(i.approval, now)[0], i.approval.expires_at, i.approval.pk))
     total = len(ordered)
@@ -324,9 +355,8 @@ def render_reminder_digest(items: list[DigestItem], *, now: datetime | None = No
     current: list[DigestItem] = []
     for item in ordered:
         candidate = [*current, item]
-        # 按最坏的编号位数量长度（“（1000/1000）”），编号确定后只会更短
-        if current and tg_length(_render_part(candidate, now, total=total, index=total, parts=total)) \
-                > MAX_MESSAGE_LENGTH:
+        # 按最坏的编号位数量（“（1000/1000）”），编号确定后只会更短
+        if current and not digest_fits(_render_part(candidate, now, total=total, index=total, parts=total)):
             groups.append(current)
             candidate = [item]
         current = candidate

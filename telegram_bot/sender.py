@@ -167,8 +167,9 @@ class ChatPacer:
         global_interval: float | None = None,
         max_wait: float | None = None,
     ) -> None:
-        # 群 20 条/分钟 → 3 秒一条；私聊 1 秒一条；全局 30 条/秒
-        self.group_interval = _setting("TELEGRAM_PACING_GROUP_SECONDS", 3.0) if group_interval is None \
+        # 群 20 条/分钟 → 3 秒一条，再留 0.2 秒余量：正好 3 秒时网络抖动就会让 60 秒窗口里出现第 21 条；
+        # 私聊 1 秒一条；全局 30 条/秒
+        self.group_interval = _setting("TELEGRAM_PACING_GROUP_SECONDS", 3.2) if group_interval is None \
             else group_interval
         self.private_interval = _setting("TELEGRAM_PACING_PRIVATE_SECONDS", 1.0) if private_interval is None \
             else private_interval
