@@ -74,7 +74,13 @@ class WebhookProcessor:
             application.process_update(update), context=contextvars.Context()
         )
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # 处理器的异常已由错误处理器记录；走到这里的是 PTB 自身的失败
+            logger.error("后台处理 webhook update 失败", exc_info=task.exception())
 
     async def process_now(self, data: dict[str, Any]) -> None:
         """没有常驻事件循环时：临时建一个 Application，处理完就关闭。"""
