@@ -107,3 +107,13 @@ def test_api_docs_page_needs_no_cdn(client):
     from django.contrib.staticfiles import finders
 
     assert finders.find("drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js")
+
+
+def test_celery_retry_backoff_stays_below_visibility_timeout(settings):
+    """acks_late 的任务若在 visibility_timeout 内没确认，会被 Redis 重新投递：退避上限必须小于它。"""
+    from approvalbot.celery import app
+
+    visibility = app.conf.broker_transport_options.get("visibility_timeout", 3600)
+    assert settings.CELERY_RETRY_BACKOFF_MAX < visibility
+    assert app.conf.task_acks_late and app.conf.task_serializer == "json" and app.conf.accept_content == ["json"]
+    assert app.conf.task_time_limit and app.conf.task_soft_time_limit < app.conf.task_time_limit
