@@ -94,10 +94,12 @@ def test_process_with_revoked_token_exits_non_zero(fake_tg, tmp_path):
     assert "AArevokedTOKEN" not in out + err
 
 
-def test_polling_process_stops_gracefully_on_sigterm(fake_tg, tmp_path):
+def test_polling_process_retries_startup_and_stops_gracefully_on_sigterm(fake_tg, tmp_path):
+    fake_tg.server_error("getMe", times=2)  # 启动时 Telegram 暂时不可用：退避重试而不是退出
     proc = _runbot(_env(tmp_path, TELEGRAM_BOT_TOKEN=fake_tg.token, TELEGRAM_API_URL=fake_tg.url))
     try:
         fake_tg.wait_for(lambda: fake_tg.ok_calls("getUpdates"), timeout=30)
+        assert [c.status for c in fake_tg.calls_to("getMe")][:3] == [502, 502, 200]
         assert fake_tg.ok_calls("getMe") and fake_tg.ok_calls("deleteWebhook")  # 轮询前先确保没有 webhook
         assert {c["command"] for c in fake_tg.commands} >= {"approve", "reject"}
         started = time.monotonic()
