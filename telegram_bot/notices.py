@@ -83,6 +83,7 @@ MAX_ENTITIES = 100  # Telegram 每条消息只处理前 100 个格式实体（�
 MAX_SOURCE_LENGTH = 8192
 _TAG_RE = re.compile(r"<[^>]*>")
 _OPEN_TAG_RE = re.compile(r"<[a-z]")
+_AUTO_ENTITY_RE = re.compile(r"(?<![\w/@])[@/][A-Za-z_]")  # @用户名、/命令（“1/2” 这样的票数不算）
 # 一次摘要任务最多连续发送多久：节流下每条要等 3 秒，很长的摘要分几次任务发完，不超过 Celery 的软超时
 DIGEST_TIME_BUDGET_SECONDS = 30.0
 
@@ -158,7 +159,7 @@ def visible_length(source: str) -> int:
 def entity_count(source: str) -> int:
     """格式实体个数的上界：每个开标签一个，另加正文里会被自动识别的 @用户名 与 /命令。"""
     plain = html.unescape(_TAG_RE.sub("", source))
-    return len(_OPEN_TAG_RE.findall(source)) + plain.count("@") + plain.count("/")
+    return len(_OPEN_TAG_RE.findall(source)) + len(_AUTO_ENTITY_RE.findall(plain))
 
 
 def digest_fits(source: str) -> bool:

@@ -36,7 +36,7 @@ def test_many_reminders_in_one_group_stay_under_the_group_rate_limit(fake_tg, sh
     fake_tg.limit_groups(PER_WINDOW, WINDOW)
     # 发送器按群的间隔（默认 3.2 秒 = 3 秒 + 余量）同比缩短
     settings.TELEGRAM_PACING_GROUP_SECONDS = WINDOW / PER_WINDOW * 3.2 / 3.0
-    ids = due_in_group(150)
+    ids = due_in_group(300)
 
     reminder_digest_task.delay(GROUP_ID, ids)
 
@@ -45,12 +45,12 @@ def test_many_reminders_in_one_group_stay_under_the_group_rate_limit(fake_tg, sh
     messages = [m for m in fake_tg.chat_messages(GROUP_ID) if "审批提醒" in m.text]
     assert 1 < len(messages) == len(calls)
     assert max(tg_length(m.text) for m in messages) <= MAX_MESSAGE_LENGTH
-    assert ApprovalEvent.objects.filter(kind=EventKind.NOTIFIED, details__notice="reminder").count() == 150
+    assert ApprovalEvent.objects.filter(kind=EventKind.NOTIFIED, details__notice="reminder").count() == 300
 
 
 def test_without_pacing_the_429_retry_after_is_waited_out_and_nothing_is_lost(fake_tg, shop_rule):
     fake_tg.limit_groups(PER_WINDOW, WINDOW)  # 夹具把节流间隔设成了 0：必然撞上限速
-    ids = due_in_group(150)
+    ids = due_in_group(300)
 
     reminder_digest_task.delay(GROUP_ID, ids)
 
