@@ -615,22 +615,20 @@ def test_change_notice_is_enqueued_when_notify_task_is_registered(files, django_
                                                                   monkeypatch):
     from approvalbot.celery import app
 
-    # 不依赖全局的 eager 设置：这里明确让投递同步执行
-    monkeypatch.setitem(app.conf, "task_always_eager", True)
     calls = []
 
-    @app.task(name=CONFIG_CHANGED_NOTIFY_TASK)
-    def fake_notify(name, ok, summary):
-        calls.append((name, ok, summary))
+    class RecordingNotify:
+        """只记录投递参数；真正的通知任务（telegram_bot.notices）另有测试。monkeypatch 结束后恢复原注册。"""
 
-    try:
-        files.write_users({"alice": "admin"})
-        with django_capture_on_commit_callbacks(execute=True):
-            config_reload_task()
-        with django_capture_on_commit_callbacks(execute=True):
-            config_reload_task()  # 没变化：不通知
-    finally:
-        app.tasks.pop(CONFIG_CHANGED_NOTIFY_TASK, None)
+        def delay(self, name, ok, summary):
+            calls.append((name, ok, summary))
+
+    monkeypatch.setitem(app.tasks, CONFIG_CHANGED_NOTIFY_TASK, RecordingNotify())
+    files.write_users({"alice": "admin"})
+    with django_capture_on_commit_callbacks(execute=True):
+        config_reload_task()
+    with django_capture_on_commit_callbacks(execute=True):
+        config_reload_task()  # 没变化：不通知
 
     assert len(calls) == 1
     name, ok, summary = calls[0]
