@@ -154,7 +154,7 @@ def test_a_decision_is_never_blocked_by_telegram_being_down(fake_tg, shop_rule, 
     # Telegram 恢复后，补发扫描把消息改成最终状态
     fake_tg.faults.clear()
     Approval.objects.filter(pk=approval.pk).update(decided_at=timezone.now() - timedelta(minutes=5))
-    found = telegram_recovery_sweep_task.delay().get()
+    found = telegram_recovery_sweep_task()
     assert found["refresh"] == [approval.pk]
     assert "✅ 已同意发布" in only_message(fake_tg).text
 
@@ -194,7 +194,7 @@ def test_long_rate_limit_then_recovery_sweep_delivers(fake_tg, shop_rule, make_a
     # 冷却结束、任务重试次数早已用尽：补发扫描接手
     TelegramChat.objects.filter(chat_id=GROUP_ID).update(cooldown_until=None)
     TelegramMessage.objects.filter(pk=row.pk).update(updated_at=timezone.now() - timedelta(minutes=10))
-    found = telegram_recovery_sweep_task.delay().get()
+    found = telegram_recovery_sweep_task()
     assert found["announce"] == [approval.pk]
     assert only_message(fake_tg).text.startswith("🟢 发布审批")
     assert TelegramMessage.objects.get(pk=row.pk).state == MessageState.SENT
@@ -207,13 +207,13 @@ def test_recovery_sweep_announces_lost_approvals_in_bounded_batches(fake_tg, set
     assert fake_tg.calls == []
     settings.TELEGRAM_BOT_TOKEN = fake_tg.token
     # 刚创建的不动（正常的通知任务可能还在路上）
-    assert telegram_recovery_sweep_task.delay().get()["announce"] == []
+    assert telegram_recovery_sweep_task()["announce"] == []
     Approval.objects.update(created_at=timezone.now() - timedelta(minutes=5))
-    first = telegram_recovery_sweep_task.delay(limit=2).get()
+    first = telegram_recovery_sweep_task(limit=2)
     assert first["announce"] == [approvals[0].pk, approvals[1].pk]
-    second = telegram_recovery_sweep_task.delay(limit=2).get()
+    second = telegram_recovery_sweep_task(limit=2)
     assert second["announce"] == [approvals[2].pk]
-    assert telegram_recovery_sweep_task.delay(limit=2).get()["announce"] == []
+    assert telegram_recovery_sweep_task(limit=2)["announce"] == []
     assert len(fake_tg.chat_messages(GROUP_ID)) == 3
 
 
