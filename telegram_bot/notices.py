@@ -326,41 +326,57 @@ class DigestPart:
     reply_to: int | None = None
 
 
-def _render_part(items: list[DigestItem], now: datetime, *, total: int, index: int, parts: int,
-                 compact: bool = False) -> str:
-    """一条摘要消息：标题、每条审批一段（已点过名的人只写名字）、项目负责人、操作提示。"""
-    mentioned: set[int] = set()
-    blocks = [_digest_block(i, now, mentioned=mentioned, compact=compact) for i in items]
+def _assemble(blocks: list[str], items: list[DigestItem], mentioned: set[int], *, total: int, index: int,
+              parts: int, compact: bool = False) -> str:
+    """拼一条摘要消息：标题、每条审批一段、项目负责人（已点过名的只写名字）、操作提示。"""
     title = _("审批提醒：%(n)d 条发布等待审批") % {"n": total}
     if parts > 1:
         title += f"（{index}/{parts}）"
     lines = [f"⏰ <b>{esc(title)}</b>", "", "\n\n".join(blocks), ""]
     owners = [o for item in items for o in item.owners]
     if owners:
-        who = mentions_html(owners, limit=3 if compact else MAX_MENTIONS, mentioned=mentioned)
+        who = mentions_html(owners, limit=3 if compact else MAX_MENTIONS, mentioned=set(mentioned))
         lines.append(f"📣 {esc(_('项目负责人'))}：{who}")
     lines.append(esc(_("请点原消息上的按钮，或发送 /approve 编号、/reject 编号 理由。")))
-    text = "\n".join(lines)
-    if not compact and len(items) == 1 and not digest_fits(text):
+    return "\n".join(lines)
+
+
+def _render_part(items: list[DigestItem], now: datetime, *, total: int, index: int, parts: int) -> str:
+    mentioned: set[int] = set()
+    blocks = [_digest_block(i, now, mentioned=mentioned) for i in items]
+    text = _assemble(blocks, items, mentioned, total=total, index=index, parts=parts)
+    if len(items) == 1 and not digest_fits(text):
         # 只可能是单条审批的点名与字段都极长：收紧点名人数，必然放得下
-        return _render_part(items, now, total=total, index=index, parts=parts, compact=True)
+        mentioned = set()
+        blocks = [_digest_block(items[0], now, mentioned=mentioned, compact=True)]
+        text = _assemble(blocks, items, mentioned, total=total, index=index, parts=parts, compact=True)
     return text
 
 
 def render_reminder_digest(items: list[DigestItem], *, now: datetime | None = None) -> list[DigestPart]:
-    """把一个群同时到期的提醒排成尽量少的消息：最紧急的在前，只有一条放不下时才另起一条（X6）。"""
+    """把一个群同时到期的提醒排成尽量少的消息：最紧急的在前，只有一条放不下时才另起一条（X6）。
+
+    逐条追加、只渲染新的一段（已渲染的段落不变），长摘要也是线性的代价。
+    """
     now = now or timezone.now()
     ordered = sorted(items, key=lambda i: (urgency(i.approval, now)[0], i.approval.expires_at, i.approval.pk))
     total = len(ordered)
     groups: list[list[DigestItem]] = []
     current: list[DigestItem] = []
+    blocks: list[str] = []
+    mentioned: set[int] = set()
     for item in ordered:
-        candidate = [*current, item]
+        tentative = set(mentioned)
+        block = _digest_block(item, now, mentioned=tentative)
         # 按最坏的编号位数量（“（1000/1000）”），编号确定后只会更短
-        if current and not digest_fits(_render_part(candidate, now, total=total, index=total, parts=total)):
+        if current and not digest_fits(_assemble([*blocks, block], [*current, item], tentative, total=total,
+                                                 index=total, parts=total)):
             groups.append(current)
-            candidate = [item]
-        current = candidate
+            current, blocks, tentative = [], [], set()
+            block = _digest_block(item, now, mentioned=tentative)
+        current.append(item)
+        blocks.append(block)
+        mentioned = tentative
     if current:
         groups.append(current)
     parts = []
