@@ -9,6 +9,7 @@ import threading
 from datetime import timedelta
 
 import pytest
+import time_machine
 from django.db import connection
 from django.utils import timezone
 
@@ -103,9 +104,12 @@ def test_refresh_is_idempotent_and_not_modified_is_fine(fake_tg, shop_rule, make
     approval_messages_refresh_task.delay(approval.pk)
     assert len(fake_tg.calls_to("editMessageText")) == edits  # 内容没变，不调用 Telegram
 
-    # 记录的摘要丢了：再编辑一次，Telegram 回答“message is not modified”，这不是错误
-    TelegramMessage.objects.filter(approval=approval).update(content_hash="")
-    approval_messages_refresh_task.delay(approval.pk)
+    # 记录的摘要丢了：再编辑一次，Telegram 回答“message is not modified”，这不是错误。
+    # 冻结时间：日志链接带时间戳签名，跨秒渲染会不同
+    with time_machine.travel(timezone.now(), tick=False):
+        for _ in range(2):
+            TelegramMessage.objects.filter(approval=approval).update(content_hash="")
+            approval_messages_refresh_task.delay(approval.pk)
     assert fake_tg.calls_to("editMessageText")[-1].status == 400
     row = TelegramMessage.objects.get(approval=approval)
     assert row.state == MessageState.SENT and row.error_code == "" and row.content_hash
