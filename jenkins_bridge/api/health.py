@@ -96,26 +96,13 @@ def check_jenkins() -> dict[str, Any]:
     return {"status": "ok" if ok else "error", "servers": result}
 
 
-def _telegram_get_me() -> dict[str, Any]:
-    import requests
-
-    url = f"{settings.TELEGRAM_API_URL}/bot{settings.TELEGRAM_BOT_TOKEN}/getMe"
-    proxies = {"http": settings.TELEGRAM_PROXY_URL, "https": settings.TELEGRAM_PROXY_URL} \
-        if settings.TELEGRAM_PROXY_URL else None
-    try:
-        response = requests.get(url, timeout=EXTERNAL_CHECK_TIMEOUT, proxies=proxies)
-        data = response.json()
-        if response.ok and data.get("ok"):
-            return {"status": "ok", "username": (data.get("result") or {}).get("username")}
-        return {"status": "error", "error": f"HTTP {response.status_code}"}
-    except Exception as exc:  # noqa: BLE001 - 异常信息里有含 token 的 URL：只报告类型
-        return {"status": "error", "error": exc.__class__.__name__}
-
-
 def check_telegram() -> dict[str, Any]:
+    """Telegram：getMe 是否通（缓存 60 秒），以及记录在库里的永久发送失败（被踢、被拉黑、群不存在）。"""
+    from telegram_bot.health import telegram_health
+
     if not settings.TELEGRAM_BOT_TOKEN:
         return {"status": "not_configured"}
-    return cached("telegram:getMe", _telegram_get_me, ttl=60.0)
+    return cached("telegram", lambda: telegram_health(check_api=True, timeout=EXTERNAL_CHECK_TIMEOUT), ttl=60.0)
 
 
 def check_beat() -> dict[str, Any]:
@@ -144,9 +131,10 @@ def health_view(request: HttpRequest) -> JsonResponse:
     else:
         components["beat"] = {"status": "unknown"}
         components["jenkins"] = {"status": "unknown"}
-    components["telegram"] = check_telegram()
+    components["telegram"] = check_telegram() if components["database"]["status"] == "ok" else {"status": "unknown"}
     critical_ok = all(components[name]["status"] == "ok" for name in CRITICAL)
-    degraded = any(c["status"] in ("error", "stale") for name, c in components.items() if name not in CRITICAL)
+    degraded = any(c["status"] in ("error", "stale", "degraded") for name, c in components.items()
+                   if name not in CRITICAL)
     overall = "error" if not critical_ok else ("degraded" if degraded else "ok")
     return JsonResponse({"status": overall, "components": components, "time": timezone.now().isoformat()},
                         status=200 if critical_ok else 503, json_dumps_params={"ensure_ascii": False})

@@ -46,3 +46,23 @@ def test_admin_pages_render(client, fake_tg, shop_rule, make_approval, django_ca
         assert response.status_code == 200, name
     row = TelegramMessage.objects.get()
     assert client.get(f"/admin/telegram_bot/telegrammessage/{row.pk}/change/").status_code == 200
+
+
+def test_health_endpoint_reports_a_blocked_chat_as_degraded(fake_tg, db):
+    """被踢出/拉黑的群要在 /health 里看得见（整体 degraded，仍是 200：不让负载均衡摘掉服务）。"""
+    from django.test import Client
+
+    from jenkins_bridge.api.health import cache_clear
+    from telegram_bot.models import TelegramChat
+
+    cache_clear()
+    TelegramChat.objects.create(chat_id=-100777, error_permanent=True, error_code="forbidden",
+                                last_error="Forbidden: bot was kicked from the supergroup chat")
+    response = Client().get("/health")
+    body = response.json()
+    assert response.status_code == 200 and body["status"] == "degraded"
+    telegram = body["components"]["telegram"]
+    assert telegram["status"] == "degraded" and telegram["api"] == "ok"
+    assert telegram["failed_chats"][0]["chat_id"] == -100777
+    assert fake_tg.token not in response.content.decode()
+    cache_clear()
