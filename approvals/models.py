@@ -187,6 +187,7 @@ class EventKind(models.TextChoices):
     VOTE = "vote", _("投票")
     APPROVED = "approved", _("同意")
     REJECTED = "rejected", _("拒绝")
+    REASON_ADDED = "reason_added", _("补充理由")
     TIMEOUT = "timeout", _("超时")
     CANCELLED = "cancelled", _("取消")
     SUPERSEDED = "superseded", _("被新构建取代")

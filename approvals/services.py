@@ -426,7 +426,7 @@ def _decide_locked(
 def approval_reason_add(*, approval: Approval | int, approver: Approver, reason: str, channel: str) -> bool:
     """X3：按钮“一点即拒绝”之后补充拒绝理由。只有拒绝者本人、且还没有理由时可以补一次。
 
-    状态不变（终态不变），只补 reason；记一条 vote 事件（details.reason_added）并刷新消息。返回是否写入。
+    状态不变（终态不变），只补 reason；记一条 reason_added 事件并刷新消息。返回是否写入。
     """
     reason = (reason or "").strip()[:MAX_REASON_LENGTH]
     if not reason:
@@ -439,8 +439,8 @@ def approval_reason_add(*, approval: Approval | int, approver: Approver, reason:
     Vote.objects.filter(approval=locked, approver=approver, decision=Vote.Decision.REJECT, reason="").update(
         reason=reason
     )
-    event_record(approval=locked, kind=EventKind.VOTE, channel=channel, actor=approver,
-                 details={"decision": Vote.Decision.REJECT, "reason": reason, "reason_added": True})
+    event_record(approval=locked, kind=EventKind.REASON_ADDED, channel=channel, actor=approver,
+                 details={"decision": Vote.Decision.REJECT, "reason": reason})
     effects.approval_changed(locked.pk)
     return True
 
@@ -635,6 +635,9 @@ def approval_record_jenkins_action(
             channel=Channel.SYSTEM,
             details={"action": action, "ok": ok, "error": error[:2000], "permanent": permanent, **(details or {})},
         )
+        if state == JenkinsActionState.FAILED:
+            # 消息上原本写着“构建继续/已终止”：Jenkins 操作彻底失败时要让审批人看到，好去手动处理
+            effects.approval_changed(pk)
 
 
 # ---------------------------------------------------------------- 构建结果

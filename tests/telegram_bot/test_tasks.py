@@ -266,3 +266,15 @@ def test_concurrent_announces_send_exactly_one_message(fake_tg, settings, shop_r
     assert errors == []
     assert len(fake_tg.ok_calls("sendMessage")) == 1
     assert TelegramMessage.objects.filter(approval=approval).count() == 1
+
+
+def test_permanent_jenkins_failure_after_a_decision_shows_on_the_message(fake_tg, shop_rule, people, make_approval):
+    """消息写着“构建继续”，而 Jenkins 操作彻底失败时，审批人要在同一条消息上看到，好去手动处理。"""
+    from approvals.services import approval_record_jenkins_action
+
+    approval = make_approval()
+    approval_decide(approval=approval, approver=people["approver"], decision="approve", channel=Channel.API)
+    approval_record_jenkins_action(approval=approval, ok=False, permanent=True, action="proceed",
+                                   error="HTTP 404：构建不存在")
+    text = only_message(fake_tg).text
+    assert "✅ 已同意发布" in text and "Jenkins 操作失败" in text and "构建不存在" in text
