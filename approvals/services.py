@@ -528,33 +528,43 @@ def _due_rows_locked(qs):
 def approvals_claim_due_reminders(*, now: datetime | None = None, limit: int = 500) -> dict[int | None, list[int]]:
     """认领一批到期提醒：推进 next_reminder_at、计数加一、写历史，返回 {chat_id: [approval pk…]}。
 
-    整批在一个事务里用固定的几条查询完成（锁行、bulk_update、bulk_create），与批大小无关；
-    同一行不会被两次扫描各发一次。真正发送在提交后按群合并为一条摘要（X6）。
+    整批在一个事务里用很少的查询完成：锁行一条；按（第几次提醒、间隔）分组，每组一条 UPDATE，
+    下一次时间在数据库里按各行的计划时间推算；历史一条 bulk_create。同一行不会被两次扫描各发一次。
+    真正发送在提交后按群合并为一条摘要（X6）。
     """
-    from .reminders import next_reminder_after
+    from django.db.models import Case, DateTimeField, F, Value, When
+
+    from .reminders import gap_minutes, policy_values
 
     now = now or timezone.now()
     rows = list(
         _due_rows_locked(
             Approval.objects.filter(status=Status.PENDING, next_reminder_at__lte=now, expires_at__gt=now)
             .order_by("next_reminder_at", "id")
-            .only("id", "next_reminder_at", "reminder_count", "reminder_policy", "expires_at", "chat_id")[:limit]
+            .values_list("id", "reminder_count", "reminder_policy", "chat_id")[:limit]
         )
     )
     if not rows:
         return {}
     by_chat: dict[int | None, list[int]] = {}
+    groups: dict[tuple[int, float | None], list[int]] = {}
     events = []
-    for row in rows:
-        row.reminder_count += 1
-        # 以计划时间而不是发送时间推算下一次，扫描偶尔迟到不会让时间表漂移
-        row.next_reminder_at = next_reminder_after(
-            row.reminder_policy, sent_count=row.reminder_count, due_at=row.next_reminder_at, expires_at=row.expires_at
-        )
-        by_chat.setdefault(row.chat_id, []).append(row.pk)
-        events.append(ApprovalEvent(approval_id=row.pk, kind=EventKind.REMINDER, channel=Channel.SYSTEM,
-                                    details={"number": row.reminder_count, "chat_id": row.chat_id}))
-    Approval.objects.bulk_update(rows, ["reminder_count", "next_reminder_at"], batch_size=limit)
+    for pk, count, policy, chat_id in rows:
+        number = count + 1
+        _interval, _backoff, max_count = policy_values(policy)
+        gap = gap_minutes(policy, number + 1) if number < max_count else None
+        groups.setdefault((number, gap), []).append(pk)
+        by_chat.setdefault(chat_id, []).append(pk)
+        events.append(ApprovalEvent(approval_id=pk, kind=EventKind.REMINDER, channel=Channel.SYSTEM,
+                                    details={"number": number, "chat_id": chat_id}))
+    for (number, gap), ids in groups.items():
+        if gap is None:
+            next_at = Value(None, output_field=DateTimeField())
+        else:
+            # 以计划时间而不是发送时间推算下一次，扫描偶尔迟到不会让时间表漂移；截止之后不再提醒
+            shifted = F("next_reminder_at") + timedelta(minutes=gap)
+            next_at = Case(When(expires_at__gt=shifted, then=shifted), default=None, output_field=DateTimeField())
+        Approval.objects.filter(pk__in=ids).update(reminder_count=number, next_reminder_at=next_at)
     ApprovalEvent.objects.bulk_create(events, batch_size=limit)
     for chat_id, ids in by_chat.items():
         effects.reminders_due(chat_id, ids)
