@@ -705,13 +705,22 @@ BUILD_LOG_MAX_CHARS = 5 * 1024 * 1024  # 只保留最后 5 MB：失败原因几�
 
 @transaction.atomic
 def build_log_append(
-    *, approval: Approval, text: str, next_start: int, complete: bool, reset: bool = False
+    *,
+    jenkins_server: JenkinsServer,
+    job_name: str,
+    build_number: int,
+    text: str,
+    next_start: int,
+    complete: bool,
+    reset: bool = False,
+    approval: Approval | None = None,
 ) -> BuildLog:
-    """追加一段 Jenkins 增量日志（G5）。next_start 是 Jenkins 的 X-Text-Size，下次从这里续读。"""
+    """追加一段 Jenkins 增量日志（G5）。next_start 是 Jenkins 的 X-Text-Size，下次从这里续读。
+
+    日志按构建存放；没有审批的构建（只回报了结果）也可以存。
+    """
     log, _created = BuildLog.objects.select_for_update().get_or_create(
-        jenkins_server=approval.jenkins_server,
-        job_name=approval.job_name,
-        build_number=approval.build_number,
+        jenkins_server=jenkins_server, job_name=job_name, build_number=build_number,
         defaults={"approval": approval},
     )
     content = text if reset else log.content + text
@@ -720,6 +729,7 @@ def build_log_append(
     log.content = content
     log.size = next_start
     log.is_complete = complete
-    log.approval = approval
+    if approval is not None:
+        log.approval = approval
     log.save()
     return log

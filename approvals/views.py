@@ -50,13 +50,13 @@ def _stored(approval: Approval) -> BuildLog | None:
 def _refresh(approval: Approval) -> tuple[BuildLog | None, str]:
     """按需从 Jenkins 续读；失败时返回已存的内容与错误说明，页面照样能看。"""
     from jenkins_bridge.client import JenkinsError
-    from jenkins_bridge.logs import build_log_refresh
+    from jenkins_bridge.logs import approval_log_refresh
 
     log = _stored(approval)
     if log is not None and (log.is_complete or timezone.now() - log.fetched_at < REFRESH_MIN_INTERVAL):
         return log, ""
     try:
-        return build_log_refresh(approval), ""
+        return approval_log_refresh(approval), ""
     except JenkinsError as exc:
         logger.warning("日志查看器：审批 %s 取日志失败：%s", approval.public_id, exc)
         return log, _("暂时无法从 Jenkins 获取日志：%(error)s") % {"error": exc.message}

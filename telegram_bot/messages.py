@@ -57,20 +57,31 @@ def callback_answer_text(text: str) -> str:
     return truncate_plain(text, MAX_CALLBACK_ANSWER_LENGTH)
 
 
-def fit_message(build: Callable[[str], str], free_text: str, *, limit: int = MAX_MESSAGE_LENGTH) -> str:
-    """把自由文本（已转义前的原文）放进 build 生成的消息里，整体超长时截短自由文本并加“…”。"""
+def fit_message(
+    build: Callable[[str], str], free_text: str, *, limit: int = MAX_MESSAGE_LENGTH, keep: str = "head"
+) -> str:
+    """把自由文本（转义前的原文）放进 build 生成的消息里，整体超长时截短自由文本并加“…”。
+
+    keep="head" 保留开头（发布说明）；keep="tail" 保留末尾（构建日志：失败原因在最后）。
+    """
     full = build(esc(free_text))
     if tg_length(full) <= limit:
         return full
-    # 二分查找能放下的最长原文前缀；上界不超过 limit（每个字符至少 1 个码元）
+
+    def cut(n: int) -> str:
+        if keep == "tail":
+            return ELLIPSIS + esc(free_text[len(free_text) - n:])
+        return esc(free_text[:n]) + ELLIPSIS
+
+    # 二分查找能放下的最长原文片段；上界不超过 limit（每个字符至少 1 个码元）
     lo, hi = 0, min(len(free_text), limit)
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if tg_length(build(esc(free_text[:mid]) + ELLIPSIS)) <= limit:
+        if tg_length(build(cut(mid))) <= limit:
             lo = mid
         else:
             hi = mid - 1
-    return build(esc(free_text[:lo]) + ELLIPSIS if lo else ELLIPSIS)
+    return build(cut(lo) if lo else ELLIPSIS)
 
 
 def safe_url(url: str | None) -> str | None:

@@ -39,7 +39,6 @@ from approvals.effects import BUILD_RESULT_NOTIFY_TASK, REMINDER_DIGEST_TASK, TI
 from approvals.models import (
     Approval,
     ApprovalEvent,
-    BuildLog,
     BuildResult,
     BuildResultValue,
     Channel,
@@ -50,7 +49,6 @@ from approvals.models import (
 from approvals.services import event_record, format_time
 
 from .messages import (
-    ELLIPSIS,
     MAX_MESSAGE_LENGTH,
     environment_badge,
     esc,
@@ -629,37 +627,11 @@ def console_url(build_url: str) -> str | None:
 
 
 def build_log_tail_for(result: BuildResult, *, lines: int = LOG_TAIL_LINES) -> str:
-    """失败时附带的日志末尾（B4）：有审批的从 Jenkins 增量读取并保存；没有审批的用已存的日志或读一次控制台。"""
-    from jenkins_bridge.client import JenkinsClient, JenkinsError
+    """失败时附带的日志末尾（B4）：从 Jenkins 增量读取并保存；Jenkins 不可达时用已存的日志。"""
     from jenkins_bridge.logs import build_log_tail
 
-    if result.approval is not None:
-        return build_log_tail(result.approval, lines=lines)
-    stored = BuildLog.objects.filter(jenkins_server=result.jenkins_server, job_name=result.job_name,
-                                     build_number=result.build_number).values_list("content", flat=True).first()
-    text = stored
-    if not text:
-        try:
-            text = JenkinsClient(result.jenkins_server).console_text(result.job_name, result.build_number)
-        except JenkinsError as exc:
-            logger.warning("获取 %s #%s 的控制台日志失败：%s", result.job_name, result.build_number, exc)
-            return ""
-    return "\n".join(text.rstrip("\n").split("\n")[-lines:])
-
-
-def _fit_tail(build: Callable[[str], str], tail: str, *, limit: int = MAX_MESSAGE_LENGTH) -> str:
-    """把日志末尾放进消息：放不下时丢掉前面的部分（失败原因在最后），前面加“…”。"""
-    full = build(esc(tail))
-    if tg_length(full) <= limit:
-        return full
-    lo, hi = 0, min(len(tail), limit)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if tg_length(build(ELLIPSIS + esc(tail[len(tail) - mid:]))) <= limit:
-            lo = mid
-        else:
-            hi = mid - 1
-    return build(ELLIPSIS + esc(tail[len(tail) - lo:]) if lo else ELLIPSIS)
+    return build_log_tail(jenkins_server=result.jenkins_server, job_name=result.job_name,
+                          build_number=result.build_number, approval=result.approval, lines=lines)
 
 
 def render_build_result(result: BuildResult, *, approval: Approval | None, people: list[Approver],
@@ -712,7 +684,7 @@ def render_build_result(result: BuildResult, *, approval: Approval | None, peopl
         label = esc(_("日志末尾（最后 %(n)d 行）") % {"n": LOG_TAIL_LINES})
         return f"{head}\n\n<b>{label}：</b>\n<pre>{escaped_tail}</pre>"
 
-    return _fit_tail(build, tail)
+    return fit_message(build, tail, keep="tail")
 
 
 def _log_url(approval: Approval | None) -> str | None:

@@ -24,7 +24,8 @@ def local(url: str) -> str:
 @pytest.fixture
 def approval_with_log(shop_rule, make_approval):
     approval = make_approval()
-    build_log_append(approval=approval, text="[Pipeline] stage\n<script>alert(1)</script>\nERROR: 部署失败 🚨\n",
+    build_log_append(jenkins_server=approval.jenkins_server, job_name=approval.job_name,
+                     build_number=approval.build_number, approval=approval, text="[Pipeline] stage\n<script>alert(1)</script>\nERROR: 部署失败 🚨\n",
                      next_start=64, complete=True)
     return approval
 
