@@ -15,7 +15,7 @@ from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, pgettext
 
 from .environments import normalize_environment
 from .models import Approver, ConfigState, ProjectRule, Role, Source
@@ -207,12 +207,12 @@ class ProjectRuleAdmin(FileSourceWarningMixin, admin.ModelAdmin):
 
     @admin.display(description=gettext_lazy("别名"))
     def aliases_display(self, obj: ProjectRule) -> str:
-        return "、".join(str(a) for a in obj.aliases) or "-"
+        return pgettext("list separator", "、").join(str(a) for a in obj.aliases) or "-"
 
     @admin.display(description=gettext_lazy("审批人"))
     def approvers_display(self, obj: ProjectRule) -> str:
         names = [a.label for a in obj.approvers.all()] + [f"[{r}]" for r in obj.approver_roles.all()]
-        return "、".join(names) or "-"
+        return pgettext("list separator", "、").join(names) or "-"
 
 
 @admin.register(ConfigState)

@@ -23,6 +23,7 @@ from django.core.validators import validate_email
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import pgettext
 
 from .environments import normalize_environment
 from .models import Approver, ConfigState, ProjectRule, Role, Source, TimeoutPolicy
@@ -110,7 +111,7 @@ class LoadResult:
             }
         parts = [f"{_label(k)} {v}" for k, v in self.summary.items() if v]
         return _("%(file)s 已加载（%(parts)s）。") % {
-            "file": self.path, "parts": "，".join(parts) or _("无变化")
+            "file": self.path, "parts": pgettext("list separator", "，").join(parts) or _("无变化")
         }
 
 
@@ -215,7 +216,8 @@ class _Collector:
     def unknown_keys(self, value: dict[str, Any], allowed: tuple[str, ...], path: tuple, *, strict: bool = True) -> None:
         for key in value:
             if key not in allowed:
-                message = _("未知的键「%(key)s」，可用的键：%(allowed)s") % {"key": key, "allowed": "、".join(allowed)}
+                message = _("未知的键「%(key)s」，可用的键：%(allowed)s") % {
+                    "key": key, "allowed": pgettext("list separator", "、").join(allowed)}
                 (self.error if strict else self.warn)((*path, key), message)
 
 

@@ -6,9 +6,11 @@
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.utils.translation import gettext as _
+from django.utils.translation import pgettext
 
 from .environments import normalize_environment
 from .models import Approver
@@ -26,6 +28,11 @@ class PermissionResult:
 
 
 ALLOWED = PermissionResult(True)
+
+
+def _join(items: Iterable[object]) -> str:
+    """并列的名字：中文用顿号，英文用逗号。"""
+    return pgettext("list separator", "、").join(str(item) for item in items)
 
 
 def _deny(code: str, reason: str) -> PermissionResult:
@@ -73,29 +80,29 @@ def check_can_approve(
         return _deny(
             "project_not_allowed",
             _("你的审批范围（%(scope)s）不包含项目「%(project)s」。")
-            % {"scope": "、".join(approver.projects), "project": project},
+            % {"scope": _join(approver.projects), "project": project},
         )
     if approver.environments and environment not in {normalize_environment(e) for e in approver.environments}:
         return _deny(
             "environment_not_allowed",
             _("你只能审批这些环境：%(envs)s；本次是「%(env)s」。")
-            % {"envs": "、".join(approver.environments), "env": environment},
+            % {"envs": _join(approver.environments), "env": environment},
         )
     rule = rule or resolve_rule(project, environment)
     if rule.restricts_approvers:
         if any(a.pk == approver.pk for a in rule.approvers) or any(r.pk == role.pk for r in rule.approver_roles):
             return ALLOWED
-        names = [a.label for a in rule.approvers] + [f"{_('角色')}「{r}」" for r in rule.approver_roles]
+        names = [a.label for a in rule.approvers] + [_("角色「%(role)s」") % {"role": r} for r in rule.approver_roles]
         if rule.matched and rule.approvers_from_project:
             return _deny(
                 "not_project_approver",
                 _("项目「%(project)s」的「%(env)s」环境只允许以下人员审批：%(names)s。")
-                % {"project": rule.project, "env": environment or "-", "names": "、".join(names)},
+                % {"project": rule.project, "env": environment or "-", "names": _join(names)},
             )
         return _deny(
             "not_default_approver",
             _("项目「%(project)s」没有专门的审批规则，只有默认审批人可以审批：%(names)s。")
-            % {"project": project, "names": "、".join(names)},
+            % {"project": project, "names": _join(names)},
         )
     return _deny(
         "no_approvers_configured",

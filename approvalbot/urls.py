@@ -2,10 +2,12 @@
 
 from django.contrib import admin
 from django.urls import include, path
+from django.utils.translation import gettext_lazy
 
-admin.site.site_header = "Jenkins 发布审批"
-admin.site.site_title = "发布审批后台"
-admin.site.index_title = "管理"
+# 惰性字符串：每个请求按其语言（LocaleMiddleware）显示
+admin.site.site_header = gettext_lazy("Jenkins 发布审批")
+admin.site.site_title = gettext_lazy("发布审批后台")
+admin.site.index_title = gettext_lazy("管理")
 
 urlpatterns = [
     path("admin/", admin.site.urls),

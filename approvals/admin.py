@@ -16,7 +16,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, pgettext
 
 from accounts.environments import is_production
 
@@ -155,7 +155,8 @@ class ApprovalAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 outcome = approval_decide(approval=approval, approver=approver, decision=decision, reason=reason,
                                           channel=Channel.ADMIN)
             except ApprovalError as exc:
-                self.message_user(request, f"{approval.public_id}：{exc.message}", messages.ERROR)
+                self.message_user(request, _("%(id)s：%(message)s") % {"id": approval.public_id, "message": exc.message},
+                                  messages.ERROR)
                 continue
             if outcome.final:
                 done.append(approval.public_id)
@@ -165,7 +166,7 @@ class ApprovalAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                     "required": outcome.approval.required_approvals}, messages.INFO)
         if done:
             text = _("已同意：%(ids)s") if decision == Vote.Decision.APPROVE else _("已拒绝：%(ids)s")
-            self.message_user(request, text % {"ids": "、".join(done)}, messages.SUCCESS)
+            self.message_user(request, text % {"ids": pgettext("list separator", "、").join(done)}, messages.SUCCESS)
 
     @admin.action(description=gettext_lazy("同意所选审批"))
     def approve_selected(self, request: HttpRequest, queryset: QuerySet[Approval]) -> None:

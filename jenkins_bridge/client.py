@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import jenkins
 import requests
+from django.utils.translation import gettext as _
 
 from .models import JenkinsServer
 
@@ -93,19 +94,23 @@ def classify(exc: BaseException, what: str) -> JenkinsError:
         return exc
     status, body = _http_status(exc)
     if isinstance(exc, (jenkins.TimeoutException, requests.Timeout)):
-        return JenkinsError(f"{what}: 超时", permanent=False, kind="timeout")
+        return JenkinsError(_("%(what)s: 超时") % {"what": what}, permanent=False, kind="timeout")
     if isinstance(exc, requests.ConnectionError) and status is None:
-        return JenkinsError(f"{what}: 无法连接 Jenkins", permanent=False, kind="connection")
+        return JenkinsError(_("%(what)s: 无法连接 Jenkins") % {"what": what}, permanent=False, kind="connection")
     if status is not None:
         if status == 404:
-            return JenkinsError(f"{what}: 404 不存在", permanent=True, kind="not_found", status=status)
+            return JenkinsError(_("%(what)s: 404 不存在") % {"what": what}, permanent=True, kind="not_found",
+                                status=status)
         if status == 403 and "crumb" in body.lower():
             # crumb 与会话绑定，过期后换一个新客户端重试即可
-            return JenkinsError(f"{what}: CSRF crumb 无效", permanent=False, kind="crumb", status=status)
+            return JenkinsError(_("%(what)s: CSRF crumb 无效") % {"what": what}, permanent=False, kind="crumb",
+                                status=status)
         if status in (401, 403):
-            return JenkinsError(f"{what}: 认证或权限失败（HTTP {status}）", permanent=True, kind="auth", status=status)
+            return JenkinsError(_("%(what)s: 认证或权限失败（HTTP %(status)s）") % {"what": what, "status": status},
+                                permanent=True, kind="auth", status=status)
         if status == 400 and "already" in body.lower():
-            return JenkinsError(f"{what}: input 已被处理", permanent=True, kind="input_answered", status=status)
+            return JenkinsError(_("%(what)s: input 已被处理") % {"what": what}, permanent=True, kind="input_answered",
+                                status=status)
         if status == 429 or status >= 500:
             return JenkinsError(f"{what}: HTTP {status}", permanent=False, kind="server_error", status=status)
         return JenkinsError(f"{what}: HTTP {status}", permanent=True, kind="http_error", status=status)
@@ -120,7 +125,8 @@ class JenkinsClient:
 
     def __init__(self, server: JenkinsServer, *, timeout: float | None = None) -> None:
         if not server.base_url:
-            raise JenkinsError(f"Jenkins「{server.name}」没有配置地址", permanent=True, kind="not_configured")
+            raise JenkinsError(_("Jenkins「%(name)s」没有配置地址") % {"name": server.name}, permanent=True,
+                              kind="not_configured")
         self.server = server
         self.timeout = timeout or server.timeout_seconds or 10.0
         token = server.api_token()
@@ -150,7 +156,8 @@ class JenkinsClient:
         try:
             return response.json()
         except ValueError as exc:
-            raise JenkinsError(f"{what}: 返回的不是 JSON", permanent=False, kind="bad_response") from exc
+            raise JenkinsError(_("%(what)s: 返回的不是 JSON") % {"what": what}, permanent=False,
+                               kind="bad_response") from exc
 
     # ------------------------------------------------------------ 读
 

@@ -10,6 +10,7 @@ from celery import shared_task
 from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from approvals.effects import JENKINS_RESUME_TASK
 from approvals.models import Approval, JenkinsActionState, Status
@@ -47,7 +48,8 @@ def approval_resume_task(self, approval_id: int) -> str:
     except JenkinsError as exc:
         retries = self.request.retries or 0
         give_up = exc.permanent or retries >= RESUME_MAX_RETRIES
-        error = exc.message if exc.permanent or not give_up else f"{exc.message}（已重试 {retries} 次，放弃）"
+        error = exc.message if exc.permanent or not give_up else _("%(error)s（已重试 %(n)s 次，放弃）") % {
+            "error": exc.message, "n": retries}
         if _already_done(approval_id):
             return "skip"
         approval_record_jenkins_action(

@@ -14,6 +14,7 @@ from typing import Any
 
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import pgettext
 
 from accounts.environments import DEVELOPMENT, PRODUCTION, STAGING, TEST, normalize_environment
 from approvals.models import Approval, ApprovalEvent, Channel, EventKind, JenkinsActionState, Status
@@ -82,6 +83,26 @@ def fit_message(
         else:
             hi = mid - 1
     return build(cut(lo) if lo else ELLIPSIS)
+
+
+# ---------------------------------------------------------------- 随语言变化的标点
+
+
+def label_html(label: str) -> str:
+    """加粗的“标签：”。冒号随语言变化（中文全角“：”，英文“: ”）。"""
+    # Translators: 标签后的冒号，后面紧跟值；英文写作 "%(label)s: "
+    return "<b>{}</b>".format(esc(_("%(label)s：") % {"label": label}))
+
+
+def with_note(text: str, note: str) -> str:
+    """“文字（备注）”，纯文本（调用方负责转义）。"""
+    # Translators: 全角括号；英文写作 "%(text)s (%(note)s)"
+    return _("%(text)s（%(note)s）") % {"text": text, "note": note}
+
+
+def join_names(items: Iterable[str]) -> str:
+    """并列的名字/项目：中文用顿号，英文用逗号。纯文本。"""
+    return pgettext("list separator", "、").join(items)
 
 
 def safe_url(url: str | None) -> str | None:
@@ -183,11 +204,11 @@ def _header_lines(approval: Approval, *, now: datetime | None = None) -> list[st
     received = len(approvers)
     vote_text = f"{received}/{approval.required_approvals}"
     if approvers:
-        vote_text += "（" + esc("、".join(approvers)) + "）"
+        vote_text = esc(with_note(vote_text, join_names(approvers)))
     rows.append((_("同意票数"), vote_text))
     if approval.status == Status.PENDING:
         rows.append((_("剩余时间"), esc(time_left_text(approval.expires_at, now))))
-    lines += [f"<b>{esc(label)}：</b>{value}" for label, value in rows]
+    lines += [label_html(label) + value for label, value in rows]
     return lines
 
 
@@ -236,8 +257,8 @@ def _outcome_lines(approval: Approval) -> list[str]:
         lines.append(esc(_("时间：%(when)s") % {"when": when}))
     if approval.reason:
         label = _("拒绝理由") if status == Status.REJECTED else _("说明")
-        lines.append(f"<b>{esc(label)}：</b>{esc(approval.reason)}")
-    lines.append(f"<b>{esc(_('下一步'))}：</b>{esc(next_step_text(approval))}")
+        lines.append(label_html(label) + esc(approval.reason))
+    lines.append(label_html(_("下一步")) + esc(next_step_text(approval)))
     if approval.jenkins_action_state == JenkinsActionState.FAILED:
         lines.append("⚠️ " + esc(_("Jenkins 操作失败：%(err)s") % {"err": approval.jenkins_action_error[:300]}))
     return lines
@@ -250,7 +271,7 @@ def render_approval(approval: Approval, *, now: datetime | None = None) -> str:
     tail = "\n".join([*([links] if links else []), "", *_outcome_lines(approval)])
 
     def build(description: str) -> str:
-        middle = f"\n<b>{esc(_('发布说明'))}：</b>\n<blockquote>{description}</blockquote>" if description else ""
+        middle = "\n{}\n<blockquote>{}</blockquote>".format(label_html(_("发布说明")), description) if description else ""
         return f"{head}{middle}\n{tail}".strip()
 
     return fit_message(build, approval.description or "")
@@ -310,20 +331,20 @@ def render_whoami(
 ) -> str:
     lines = [
         "👤 <b>{}</b>".format(esc(_("我是谁"))),
-        f"<b>{esc(_('Telegram ID'))}：</b><code>{user_id}</code>",
-        f"<b>{esc(_('用户名'))}：</b>{esc('@' + username) if username else esc(_('（未设置）'))}",
-        f"<b>{esc(_('名字'))}：</b>{esc(full_name)}",
-        f"<b>{esc(_('当前聊天 ID'))}：</b><code>{chat_id}</code>（{esc(chat_type)}）",
+        label_html(_("Telegram ID")) + f"<code>{user_id}</code>",
+        label_html(_("用户名")) + (esc("@" + username) if username else esc(_("（未设置）"))),
+        label_html(_("名字")) + esc(full_name),
+        label_html(_("当前聊天 ID")) + f"<code>{chat_id}</code>" + esc(with_note("", chat_type)),
         "",
     ]
     if approver is None:
         lines.append(esc(_("你还不是审批人。请管理员在 config/users.json 或后台登记你的用户名或 Telegram ID。")))
     else:
-        lines.append(f"<b>{esc(_('审批身份'))}：</b>{esc(approver.label)}（{esc(approver.username)}）")
-        lines.append(f"<b>{esc(_('角色'))}：</b>{esc(approver.role)}")
+        lines.append(label_html(_("审批身份")) + esc(with_note(approver.label, approver.username)))
+        lines.append(label_html(_("角色")) + esc(approver.role))
         if bot_access_reason:
             lines.append("⚠️ " + esc(bot_access_reason))
-        lines.append(f"<b>{esc(_('可审批'))}：</b>")
+        lines.append(label_html(_("可审批")))
         lines += [esc(line) for line in scope_lines]
     return fit_message(lambda extra: "\n".join(lines) + extra, "")
 
@@ -360,13 +381,20 @@ def _event_line(event: ApprovalEvent) -> str:
     return "• " + esc(" ".join(str(p) for p in parts))
 
 
+def _vote_text(vote: Any) -> str:
+    text = f"{format_time(vote.created_at)} {vote.approver.label} {vote.get_decision_display()}"
+    if vote.reason:
+        # Translators: 投票后面跟理由；英文写作 "%(vote)s: %(reason)s"
+        text = _("%(vote)s：%(reason)s") % {"vote": text, "reason": vote.reason}
+    return text
+
+
 def render_detail(approval: Approval, *, max_events: int = 30) -> str:
     """/status <编号>：审批详情、每一票与历史（T6）。"""
     head = "\n".join(_header_lines(approval))
     votes = _votes(approval)
     vote_lines = [
-        "• " + esc(f"{format_time(v.created_at)} {v.approver.label} {v.get_decision_display()}"
-                   + (f"：{v.reason}" if v.reason else ""))
+        "• " + esc(_vote_text(v))
         for v in votes
     ] or [esc(_("（还没有人投票）"))]
     events = list(approval.events.all())
@@ -380,15 +408,15 @@ def render_detail(approval: Approval, *, max_events: int = 30) -> str:
         "",
         *_outcome_lines(approval),
         "",
-        f"<b>{esc(_('投票'))}：</b>",
+        label_html(_("投票")),
         *vote_lines,
         "",
-        f"<b>{esc(_('历史'))}：</b>",
+        label_html(_("历史")),
         *event_lines,
     ])
 
     def build(description: str) -> str:
-        middle = f"\n<b>{esc(_('发布说明'))}：</b>\n<blockquote>{description}</blockquote>" if description else ""
+        middle = "\n{}\n<blockquote>{}</blockquote>".format(label_html(_("发布说明")), description) if description else ""
         return f"{head}{middle}\n{tail}".strip()
 
     text = fit_message(build, approval.description or "")
@@ -425,7 +453,8 @@ def render_jenkins(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         name = esc(row["name"])
         if row.get("unavailable"):
-            lines.append(f"❔ <b>{name}</b> {esc(row.get('url') or '')} — {esc(_('状态检查暂不可用'))}")
+            unavailable = _("状态检查暂不可用")
+            lines.append(f"❔ <b>{name}</b> {esc(row.get('url') or '')} — {esc(unavailable)}")
             continue
         if row.get("reachable"):
             detail = _("可达，版本 %(v)s，延迟 %(ms)s ms") % {

@@ -11,7 +11,8 @@ from accounts.tasks import config_change_notify
 
 
 class Command(BaseCommand):
-    help = gettext_lazy("校验并加载 config/users.json 与 config/app.json（--check 只校验，不写数据库）。")
+    # argparse 的 description 必须是 str（惰性字符串会让 --help 崩溃）
+    help = _("校验并加载 config/users.json 与 config/app.json（--check 只校验，不写数据库）。")
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--check", action="store_true", help=gettext_lazy("只校验，不写数据库"))

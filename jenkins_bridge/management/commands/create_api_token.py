@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from jenkins_bridge.models import ApiScope
 from jenkins_bridge.services import api_token_create
 
 
 class Command(BaseCommand):
-    help = "生成一个 API token（库里只存哈希，明文只显示一次）。"
+    # argparse 的 description 必须是 str（惰性字符串会让 --help 崩溃）
+    help = _("生成一个 API token（库里只存哈希，明文只显示一次）。")
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("name", help="token 名称（字母数字、-、_）")
+        parser.add_argument("name", help=gettext_lazy("token 名称（字母数字、-、_）"))
         parser.add_argument("--scope", action="append", choices=ApiScope.values, required=True,
-                            help="权限范围，可重复：jenkins（申请审批/回报结果）、approve（同意/拒绝）、read（只读）")
+                            help=gettext_lazy("权限范围，可重复：jenkins（申请审批/回报结果）、approve（同意/拒绝）、read（只读）"))
         parser.add_argument("--signing-secret-env", default="",
-                            help="要求 HMAC 签名时，存放签名密钥的环境变量名")
+                            help=gettext_lazy("要求 HMAC 签名时，存放签名密钥的环境变量名"))
         parser.add_argument("--description", default="")
-        parser.add_argument("--replace", action="store_true", help="轮换同名 token（旧值立即失效）")
+        parser.add_argument("--replace", action="store_true", help=gettext_lazy("轮换同名 token（旧值立即失效）"))
 
     def handle(self, *args, **options) -> None:
         from django.core.exceptions import ValidationError
@@ -27,12 +30,13 @@ class Command(BaseCommand):
         try:
             validate_slug(options["name"])
         except ValidationError as exc:
-            raise CommandError(f"名称不合法：{options['name']}") from exc
+            raise CommandError(_("名称不合法：%(name)s") % {"name": options["name"]}) from exc
         try:
             token, raw = api_token_create(name=options["name"], scopes=options["scope"],
                                           signing_secret_env=options["signing_secret_env"],
                                           description=options["description"], replace=options["replace"])
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
-        self.stderr.write(f"已创建 token「{token.name}」，权限范围：{', '.join(token.scopes)}。明文只显示这一次：")
+        self.stderr.write(_("已创建 token「%(name)s」，权限范围：%(scopes)s。明文只显示这一次：") % {
+            "name": token.name, "scopes": ", ".join(token.scopes)})
         self.stdout.write(raw)
