@@ -251,6 +251,11 @@ TELEGRAM_PROXY_URL = env.str("TELEGRAM_PROXY_URL", default="")
 TELEGRAM_DEFAULT_CHAT_ID = env.int("TELEGRAM_DEFAULT_CHAT_ID", default=None)
 TELEGRAM_MODE = env.str("TELEGRAM_MODE", default="polling")
 TELEGRAM_WEBHOOK_SECRET = secret("TELEGRAM_WEBHOOK_SECRET")
+# 群里的审批消息、提醒、通知（以及所有 Celery 任务）用的语言；回答个人的命令/按钮则跟随其 Telegram 语言。
+# 取 LANGUAGES 里的语言（zh-hans、en），也接受 zh-CN、en-US 这类写法
+TELEGRAM_LANGUAGE = env.str("TELEGRAM_LANGUAGE", default=LANGUAGE_CODE).strip().lower().replace("_", "-")
+if TELEGRAM_LANGUAGE.split("-")[0] not in {code.split("-")[0] for code, _label in LANGUAGES}:
+    raise RuntimeError(f"TELEGRAM_LANGUAGE 只能是 {', '.join(code for code, _label in LANGUAGES)}，当前是 {TELEGRAM_LANGUAGE!r}")
 
 # ---------------------------------------------------------------- Jenkins（默认服务器）
 JENKINS_URL = env.str("JENKINS_URL", default="")

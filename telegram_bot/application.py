@@ -12,6 +12,7 @@ import logging
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.utils import translation
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from telegram import Bot, BotCommand, LinkPreviewOptions
@@ -19,6 +20,7 @@ from telegram.constants import ParseMode
 from telegram.ext import AIORateLimiter, Application, Defaults
 
 from .handlers import register_handlers
+from .language import bot_language
 
 logger = logging.getLogger(__name__)
 
@@ -91,9 +93,18 @@ def build_application(
     return application
 
 
+def _bot_commands() -> list[BotCommand]:
+    return [BotCommand(name, str(description)) for name, description in COMMANDS]
+
+
 async def set_bot_commands(bot: Bot) -> None:
-    """在 Telegram 的命令菜单里登记中文命令说明。"""
-    await bot.set_my_commands([BotCommand(name, str(description)) for name, description in COMMANDS])
+    """登记命令菜单的说明：每种支持的语言一份（Telegram 按用户客户端语言显示），
+    最后登记不限语言的默认一份（TELEGRAM_LANGUAGE），给其他语言的用户。"""
+    for language, _label in settings.LANGUAGES:
+        with translation.override(language):
+            await bot.set_my_commands(_bot_commands(), language_code=language.split("-")[0])
+    with translation.override(bot_language()):
+        await bot.set_my_commands(_bot_commands())
 
 
 async def _post_init(application: Application) -> None:

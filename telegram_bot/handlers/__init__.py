@@ -15,7 +15,7 @@ from .commands import (
     on_pending_page,
     on_unknown_button,
 )
-from .common import dedupe_update, gate_chat
+from .common import dedupe_update, gate_chat, in_user_language
 from .decisions import cmd_approve, cmd_reject, on_approval_button, on_reply
 from .errors import on_error
 
@@ -24,9 +24,11 @@ NEW_MESSAGES = filters.UpdateType.MESSAGE
 
 
 def register_handlers(application: Application) -> None:
+    # 每个处理器都套上 in_user_language：回答用操作人的 Telegram 语言（唯一决定语言的地方）
+    lang = in_user_language
     # 组 -2：去重；组 -1：只服务已配置的聊天。两者都可能用 ApplicationHandlerStop 终止后续处理
-    application.add_handler(TypeHandler(Update, dedupe_update), group=-2)
-    application.add_handler(TypeHandler(Update, gate_chat), group=-1)
+    application.add_handler(TypeHandler(Update, lang(dedupe_update)), group=-2)
+    application.add_handler(TypeHandler(Update, lang(gate_chat)), group=-1)
 
     for name, callback in (
         ("start", cmd_start),
@@ -38,11 +40,11 @@ def register_handlers(application: Application) -> None:
         ("pending", cmd_pending),
         ("jenkins", cmd_jenkins),
     ):
-        application.add_handler(CommandHandler(name, callback, filters=NEW_MESSAGES))
-    application.add_handler(CallbackQueryHandler(on_approval_button, pattern=r"^ap:"))
-    application.add_handler(CallbackQueryHandler(on_pending_page, pattern=r"^pd:"))
-    application.add_handler(CallbackQueryHandler(on_unknown_button))
+        application.add_handler(CommandHandler(name, lang(callback), filters=NEW_MESSAGES))
+    application.add_handler(CallbackQueryHandler(lang(on_approval_button), pattern=r"^ap:"))
+    application.add_handler(CallbackQueryHandler(lang(on_pending_page), pattern=r"^pd:"))
+    application.add_handler(CallbackQueryHandler(lang(on_unknown_button)))
     application.add_handler(
-        MessageHandler(NEW_MESSAGES & filters.REPLY & filters.TEXT & ~filters.COMMAND, on_reply)
+        MessageHandler(NEW_MESSAGES & filters.REPLY & filters.TEXT & ~filters.COMMAND, lang(on_reply))
     )
-    application.add_error_handler(on_error)
+    application.add_error_handler(lang(on_error))

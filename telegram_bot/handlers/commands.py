@@ -8,6 +8,7 @@ import math
 import time
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.db.models import Q
 from django.utils.translation import gettext as _
 from telegram import Update
@@ -25,6 +26,7 @@ from ..keyboards import parse_pending_callback, pending_keyboard
 from ..messages import (
     environment_badge,
     esc,
+    join_names,
     render_detail,
     render_help,
     render_jenkins,
@@ -32,6 +34,7 @@ from ..messages import (
     render_start,
     render_stats,
     render_whoami,
+    with_note,
 )
 from .common import db, safe_answer, safe_reply
 from .decisions import stale_button_text
@@ -79,9 +82,9 @@ def approver_scope_lines(approver: Approver) -> list[str]:
         return [_("无（角色「%(role)s」没有审批权限）") % {"role": role}]
     lines = []
     if approver.projects:
-        lines.append(_("个人项目范围：%(p)s") % {"p": "、".join(approver.projects)})
+        lines.append(_("个人项目范围：%(p)s") % {"p": join_names(approver.projects)})
     if approver.environments:
-        lines.append(_("个人环境范围：%(e)s") % {"e": "、".join(approver.environments)})
+        lines.append(_("个人环境范围：%(e)s") % {"e": join_names(approver.environments)})
     rules = (
         ProjectRule.objects.filter(is_active=True)
         .filter(Q(approvers=approver) | Q(approver_roles=approver.role))
@@ -93,7 +96,7 @@ def approver_scope_lines(approver: Approver) -> list[str]:
             label = _("没有专门规则的项目（默认审批人）")
         else:
             env = environment_badge(rule.environment)[1] if rule.environment else _("全部环境")
-            label = f"{rule.project}（{env}）"
+            label = with_note(rule.project, env)
         lines.append("• " + label)
     if not lines or all(not line.startswith("•") for line in lines):
         lines.append(_("（没有规则点名你；项目规则或默认审批人列表里加上你之后才能审批）"))
@@ -226,8 +229,10 @@ def jenkins_servers(*, user_id: int, username: str | None, chat_id: int) -> tupl
 
 async def _check_server(check: Any, server: JenkinsServer) -> dict[str, Any]:
     try:
-        # 网络检查放在独立线程：慢的 Jenkins 不会卡住其他 update 的数据库调用
-        result = await asyncio.wait_for(asyncio.to_thread(check, server), timeout=JENKINS_CHECK_TIMEOUT)
+        # 网络检查放在独立线程：慢的 Jenkins 不会卡住其他 update 的数据库调用。
+        # 用 sync_to_async 而不是 asyncio.to_thread：只有它把当前激活的语言带进线程（错误说明要用操作人的语言）
+        result = await asyncio.wait_for(sync_to_async(check, thread_sensitive=False)(server),
+                                        timeout=JENKINS_CHECK_TIMEOUT)
     except TimeoutError:
         return {"name": server.name, "url": server.url, "reachable": False, "error": _("检查超时")}
     except Exception as exc:  # 展示为不可达，同时记录堆栈

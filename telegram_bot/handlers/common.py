@@ -1,4 +1,4 @@
-"""处理器共用的部分：数据库调用、update 去重、只服务已配置的聊天、回复工具。
+"""处理器共用的部分：数据库调用、回答用的语言、update 去重、只服务已配置的聊天、回复工具。
 
 异步处理器通过 sync_to_async（thread_sensitive）调用同步的服务；一次决定只用一次调用，
 所以整个决定在服务层的一个事务里完成。
@@ -10,11 +10,12 @@ import functools
 import html
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections, connection
+from django.utils import translation
 from telegram import Update
 from telegram.constants import ChatType
 from telegram.error import TelegramError
@@ -24,6 +25,7 @@ from accounts.app_config import app_defaults
 from accounts.models import ProjectRule
 
 from ..identity import telegram_identify
+from ..language import user_language
 from ..messages import callback_answer_text, render_not_served
 from ..models import TelegramChat
 from ..services import update_mark_processed
@@ -50,6 +52,26 @@ def db(fn: Callable[P, R]) -> Callable[P, Any]:
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         return await sync_to_async(run, thread_sensitive=True)(*args, **kwargs)
+
+    return wrapper
+
+
+# ---------------------------------------------------------------- 语言
+
+
+def in_user_language(callback: Callable[[Any, Any], Awaitable[R]]) -> Callable[[Any, Any], Awaitable[R]]:
+    """处理器用操作人的 Telegram 语言（update 里的 language_code）渲染回答；不支持的语言用 TELEGRAM_LANGUAGE。
+
+    所有处理器在注册时统一套上它（handlers.register_handlers），这是决定回答语言的唯一地方。
+    激活的语言存放在 contextvar 里：db() 的 sync_to_async 会把它带进执行同步代码的线程，
+    所以服务层抛出的错误说明也是这种语言。群消息由 Celery 任务渲染，任务自己切回 TELEGRAM_LANGUAGE。
+    """
+
+    @functools.wraps(callback)
+    async def wrapper(update: Any, context: Any) -> R:
+        user = update.effective_user if isinstance(update, Update) else None
+        with translation.override(user_language(getattr(user, "language_code", None))):
+            return await callback(update, context)
 
     return wrapper
 
