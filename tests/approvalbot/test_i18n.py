@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import ast
 import gettext
+import os
 import re
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -279,3 +282,27 @@ def test_api_validation_error_in_english(shop_rule):
     assert "Missing build number (build_number or BUILD_NUMBER)." in str(english)
     assert "缺少构建号（build_number 或 BUILD_NUMBER）。" in str(chinese)
     assert not Approval.objects.exists()
+
+
+# ---------------------------------------------------------------- TELEGRAM_LANGUAGE 从环境变量读取
+
+
+def _manage(*args: str, env_extra: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "TELEGRAM_LANGUAGE")}
+    env.update({"APP_VAR_DIR": str(tmp_path), "APP_IGNORE_DOTENV": "1", **env_extra})
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_telegram_language_is_read_from_the_environment_and_checked(tmp_path):
+    script = ("from django.conf import settings; from telegram_bot.language import bot_language;"
+              "print(settings.TELEGRAM_LANGUAGE, bot_language())")
+    default = _manage("shell", "--no-imports", "-c", script, env_extra={}, tmp_path=tmp_path)
+    assert default.returncode == 0, default.stderr
+    assert default.stdout.split() == ["zh-hans", "zh-hans"]
+    english = _manage("shell", "--no-imports", "-c", script, env_extra={"TELEGRAM_LANGUAGE": "EN_us"},
+                      tmp_path=tmp_path)
+    assert english.returncode == 0, english.stderr
+    assert english.stdout.split() == ["en-us", "en"]
+    wrong = _manage("check", env_extra={"TELEGRAM_LANGUAGE": "fr"}, tmp_path=tmp_path)
+    assert wrong.returncode != 0 and "TELEGRAM_LANGUAGE" in wrong.stderr and "'fr'" in wrong.stderr
