@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from django.utils.translation import gettext_lazy
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("APP_VAR_DIR", BASE_DIR / "var"))
@@ -197,8 +198,9 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "jenkins_bridge.api.errors.api_exception_handler",
 }
 SPECTACULAR_SETTINGS = {
-    "TITLE": "Jenkins 发布审批服务 API",
-    "DESCRIPTION": "Jenkins 流水线通过本 API 申请发布审批、查询结果、回报构建结果。",
+    # 惰性字符串：文档页按请求的 Accept-Language 显示
+    "TITLE": gettext_lazy("Jenkins 发布审批服务 API"),
+    "DESCRIPTION": gettext_lazy("Jenkins 流水线通过本 API 申请发布审批、查询结果、回报构建结果。"),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     # Swagger UI 用随包的静态文件，不依赖外部 CDN（内网、离线也能打开）

@@ -65,7 +65,7 @@ ERRORS = {
 }
 
 ERROR_EXAMPLE = OpenApiExample(
-    "错误（统一形状）",
+    _("错误（统一形状）"),
     value={"error": {"code": "already_decided", "message": "审批 7K3M9Q2A 已由 Bob 于 2026-01-01 10:00:00 已同意。",
                      "details": {"status": "approved", "decided_by": "Bob",
                                  "decided_at": "2026-01-01T02:00:00+00:00"}}},
@@ -129,15 +129,15 @@ class ApiView(APIView):
     responses={200: ApprovalReplySerializer, 201: ApprovalReplySerializer, 404: ErrorSerializer, **ERRORS},
     examples=[
         OpenApiExample(
-            "input 方式申请（中文说明）",
+            _("input 方式申请（中文说明）"),
             value={"JOB_NAME": "shop-backend", "BUILD_NUMBER": "128", "env": "生产", "version": "v2.3.0",
                    "description": "修复支付回调；升级 Redis 客户端 🚀", "operation": "部署",
                    "BUILD_USER_ID": "dave", "BUILD_URL": "https://jenkins.example.com/job/shop-backend/128/",
                    "input_id": "Release"},
             request_only=True,
         ),
-        OpenApiExample("轮询已有审批", value={"id": "7K3M9Q2A", "wait": 30}, request_only=True),
-        OpenApiExample("回答", value=REPLY_EXAMPLE, response_only=True, status_codes=["200", "201"]),
+        OpenApiExample(_("轮询已有审批"), value={"id": "7K3M9Q2A", "wait": 30}, request_only=True),
+        OpenApiExample(_("回答"), value=REPLY_EXAMPLE, response_only=True, status_codes=["200", "201"]),
     ],
 )
 class ApprovalWaitApi(ApiView):
@@ -237,10 +237,10 @@ approval_wait_view.initkwargs = {}
 
 
 @extend_schema(tags=["read"], summary=_("审批总数与各状态计数"), responses={200: StatusReplySerializer, **ERRORS},
-               examples=[OpenApiExample("统计", value={"total": 42, "by_status": {"pending": 3, "approved": 30,
-                                                                                 "rejected": 5, "timeout": 2,
-                                                                                 "cancelled": 2},
-                                                     "today": 4, "median_decision_seconds": 312.5},
+               examples=[OpenApiExample(_("统计"), value={"total": 42, "by_status": {"pending": 3, "approved": 30,
+                                                                                    "rejected": 5, "timeout": 2,
+                                                                                    "cancelled": 2},
+                                                        "today": 4, "median_decision_seconds": 312.5},
                                         response_only=True)])
 class ApprovalStatusApi(ApiView):
     required_scope = ApiScope.READ
@@ -306,7 +306,7 @@ class _DecisionApi(ApiView):
 
 
 DECISION_EXAMPLES = [
-    OpenApiExample("同意", value={"approver": "bob", "reason": "已核对变更单"}, request_only=True),
+    OpenApiExample(_("同意"), value={"approver": "bob", "reason": "已核对变更单"}, request_only=True),
     ERROR_EXAMPLE,
 ]
 
@@ -320,7 +320,7 @@ class ApprovalApproveApi(_DecisionApi):
 
 @extend_schema(tags=["approve"], summary=_("以指定审批人身份拒绝"), request=DecisionInputSerializer,
                responses={200: DecisionReplySerializer, 404: ErrorSerializer, 409: ErrorSerializer, **ERRORS},
-               examples=[OpenApiExample("拒绝", value={"approver": "bob", "reason": "数据库迁移未评审"},
+               examples=[OpenApiExample(_("拒绝"), value={"approver": "bob", "reason": "数据库迁移未评审"},
                                         request_only=True), ERROR_EXAMPLE])
 class ApprovalRejectApi(_DecisionApi):
     decision = Vote.Decision.REJECT
@@ -348,8 +348,9 @@ class UserListApi(ApiView):
 @extend_schema(
     tags=["jenkins"], summary=_("回报构建结果"), request=BuildResultInputSerializer,
     responses={200: BuildResultReplySerializer, 201: BuildResultReplySerializer, 404: ErrorSerializer, **ERRORS},
-    examples=[OpenApiExample("构建失败", value={"JOB_NAME": "shop-backend", "BUILD_NUMBER": 128, "result": "FAILURE",
-                                              "duration": 183000, "id": "7K3M9Q2A"}, request_only=True)],
+    examples=[OpenApiExample(_("构建失败"), value={"JOB_NAME": "shop-backend", "BUILD_NUMBER": 128,
+                                                 "result": "FAILURE", "duration": 183000, "id": "7K3M9Q2A"},
+                             request_only=True)],
 )
 class BuildResultApi(ApiView):
     required_scope = ApiScope.JENKINS

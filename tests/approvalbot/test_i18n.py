@@ -306,3 +306,16 @@ def test_telegram_language_is_read_from_the_environment_and_checked(tmp_path):
     assert english.stdout.split() == ["en-us", "en"]
     wrong = _manage("check", env_extra={"TELEGRAM_LANGUAGE": "fr"}, tmp_path=tmp_path)
     assert wrong.returncode != 0 and "TELEGRAM_LANGUAGE" in wrong.stderr and "'fr'" in wrong.stderr
+
+
+@pytest.mark.django_db
+def test_api_schema_follows_accept_language():
+    client = APIClient()
+    chinese = client.get("/api/schema", {"format": "json"}).json()
+    english = client.get("/api/schema", {"format": "json"}, HTTP_ACCEPT_LANGUAGE="en").json()
+    assert chinese["info"]["title"] == "Jenkins 发布审批服务 API"
+    assert english["info"]["title"] == "Jenkins Release Approval API"
+    wait = english["paths"]["/api/stage/approval/wait"]["post"]
+    assert wait["summary"] == "Request (or look up) a release approval; can long-poll for the result"
+    examples = wait["requestBody"]["content"]["application/json"]["examples"]
+    assert "Poll an existing approval" in {example["summary"] for example in examples.values()}
