@@ -66,7 +66,7 @@ def _input_gone(client: JenkinsClient, approval: Approval, watch: BuildWatch, ca
     """input 不在等待列表里（或 POST 得到 404/“已处理”）：判断是我们早已做完、构建没了、有人在 Jenkins 里处理了，还是还没走到。"""
     if watch.action_sent_at is not None:
         # 上次请求其实已到达 Jenkins（例如响应超时），重试时 input 已消失：视为已完成，不重复操作
-        return ResumeResult("already_done", {"note": "input 已不在等待，之前的请求已送达"})
+        return ResumeResult("already_done", {"note": _("input 已不在等待，之前的请求已送达")})
     state = client.build_state(approval.job_name, approval.build_number)  # 404 → 永久：构建已不存在
     service_user = (approval.jenkins_server.username or "").lower()
     others = [u for u in state.approvers if u.lower() != service_user]
@@ -147,7 +147,7 @@ def approval_resume_jenkins(approval: Approval) -> ResumeResult:
         status_code = client.post_webhook(approval.callback_url, webhook_payload(approval))
         result = ResumeResult("webhook", {"http_status": status_code})
     else:
-        result = ResumeResult("poll", {"note": "流水线轮询等待接口取得结果"})
+        result = ResumeResult("poll", {"note": _("流水线轮询等待接口取得结果")})
     if not approved and approval.stop_build:
         try:
             client.stop_build(approval.job_name, approval.build_number)
@@ -155,7 +155,7 @@ def approval_resume_jenkins(approval: Approval) -> ResumeResult:
         except JenkinsError as exc:
             if exc.kind != "not_found":
                 raise
-            result.details["stop"] = "构建已不存在"
+            result.details["stop"] = _("构建已不存在")
     return result
 
 
