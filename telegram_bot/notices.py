@@ -28,6 +28,7 @@ from django.db import transaction
 from django.db.models import Prefetch
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from accounts.app_config import app_defaults
 from accounts.environments import is_production
@@ -53,12 +54,15 @@ from .messages import (
     environment_badge,
     esc,
     fit_message,
+    join_names,
+    label_html,
     link,
     mention_html,
     next_step_text,
     tg_length,
     time_left_text,
     truncate_plain,
+    with_note,
 )
 from .models import MessageKind, MessageState, TelegramMessage
 from .sender import SentMessage, TelegramSender, TelegramSendError, chat_resolve
@@ -119,6 +123,14 @@ def message_link(chat_id: int, message_id: int) -> str | None:
 
 def _short(value: str, limit: int = FIELD_CHARS) -> str:
     return truncate_plain(value or "", limit)
+
+
+def _colon(fragment: str) -> str:
+    """已转义的 HTML 片段后接随语言变化的冒号（中文“：”，英文“: ”），用于不加粗或只加粗标题的标签。
+
+    与 label_html 共用一条译文；模板本身也转义，只有 fragment 是 HTML。
+    """
+    return esc(_("%(label)s：")) % {"label": fragment}
 
 
 def _mention(approver: Approver) -> str:
@@ -314,7 +326,7 @@ def _digest_block(item: DigestItem, now: datetime, *, mentioned: set[int], compa
     limit = 3 if compact else MAX_MENTIONS
     who = mentions_html(item.waiting, limit=limit, mentioned=mentioned) \
         or esc(_("（没有可提醒的审批人，请管理员检查规则）"))
-    return "\n".join([head, status, f"👥 {esc(_('待审批'))}：{who}"])
+    return "\n".join([head, status, "👥 " + _colon(esc(_("待审批"))) + who])
 
 
 @dataclass
@@ -327,14 +339,15 @@ class DigestPart:
 def _assemble(blocks: list[str], items: list[DigestItem], mentioned: set[int], *, total: int, index: int,
               parts: int, compact: bool = False) -> str:
     """拼一条摘要消息：标题、每条审批一段、项目负责人（已点过名的只写名字）、操作提示。"""
-    title = _("审批提醒：%(n)d 条发布等待审批") % {"n": total}
+    # 中文单复数同形；ngettext 让英文能写 1 release / 2 releases
+    title = ngettext("审批提醒：%(n)d 条发布等待审批", "审批提醒：%(n)d 条发布等待审批", total) % {"n": total}
     if parts > 1:
-        title += f"（{index}/{parts}）"
+        title = with_note(title, f"{index}/{parts}")
     lines = [f"⏰ <b>{esc(title)}</b>", "", "\n\n".join(blocks), ""]
     owners = [o for item in items for o in item.owners]
     if owners:
         who = mentions_html(owners, limit=3 if compact else MAX_MENTIONS, mentioned=set(mentioned))
-        lines.append(f"📣 {esc(_('项目负责人'))}：{who}")
+        lines.append("📣 " + _colon(esc(_("项目负责人"))) + who)
     lines.append(esc(_("请点原消息上的按钮，或发送 /approve 编号、/reject 编号 理由。")))
     return "\n".join(lines)
 
@@ -559,27 +572,28 @@ def _summary_rows(approval: Approval) -> list[str]:
     ]
     if approval.version:
         rows.append((_("版本"), esc(approval.version)))
-    return [f"<b>{esc(label)}：</b>{value}" for label, value in rows]
+    return [label_html(label) + value for label, value in rows]
 
 
 def render_timeout_notice(approval: Approval, *, owners: list[Approver], waiting: list[Approver]) -> str:
     """超时通知（R11）：哪条审批、截止时间、票数、按哪种策略处理、接下来会怎样。"""
-    lines = [f"⌛ <b>{esc(_('审批已超时'))}</b> · <code>{esc(approval.public_id)}</code>", *_summary_rows(approval)]
+    title = _("审批已超时")
+    lines = [f"⌛ <b>{esc(title)}</b> · <code>{esc(approval.public_id)}</code>", *_summary_rows(approval)]
     received = len(_voted_approve(approval))
     lines.append(esc(_("截止 %(t)s 前没有足够的同意票（%(got)d/%(need)d）。") % {
         "t": format_time(approval.expires_at),
         "got": received, "need": approval.required_approvals,
     }))
     policy = _("超时即拒绝") if approval.timeout_policy == "reject" else _("仅标记超时")
-    lines.append(f"<b>{esc(_('超时策略'))}：</b>{esc(policy)}")
-    lines.append(f"<b>{esc(_('下一步'))}：</b>{esc(next_step_text(approval))}")
+    lines.append(label_html(_("超时策略")) + esc(policy))
+    lines.append(label_html(_("下一步")) + esc(next_step_text(approval)))
     if waiting:
-        lines.append(f"👥 {esc(_('未投票的审批人'))}：{mentions_html(waiting)}")
+        lines.append("👥 " + _colon(esc(_("未投票的审批人"))) + mentions_html(waiting))
     people = [*owners]
     if approval.requester is not None:
         people.append(approval.requester)
     if people:
-        lines.append(f"📣 {esc(_('负责人与发起人'))}：{mentions_html(people)}")
+        lines.append("📣 " + _colon(esc(_("负责人与发起人"))) + mentions_html(people))
     return "\n".join(lines)
 
 
@@ -652,37 +666,37 @@ def render_build_result(result: BuildResult, *, approval: Approval | None, peopl
     version = result.version or (approval.version if approval else "")
     lines = [
         f"{emoji} <b>{esc(title)}</b> · {esc(project)} #{result.build_number}",
-        f"<b>{esc(_('结果'))}：</b>{esc(result.result)}",
-        f"<b>{esc(_('任务'))}：</b>{esc(result.job_name)} #{result.build_number}",
-        f"<b>{esc(_('环境'))}：</b>{env_emoji} {esc(env_label)}",
+        label_html(_("结果")) + esc(result.result),
+        label_html(_("任务")) + f"{esc(result.job_name)} #{result.build_number}",
+        label_html(_("环境")) + f"{env_emoji} {esc(env_label)}",
     ]
     if version:
-        lines.append(f"<b>{esc(_('版本'))}：</b>{esc(version)}")
-    lines.append(f"<b>{esc(_('耗时'))}：</b>{esc(duration_ms_text(result.duration_ms))}")
+        lines.append(label_html(_("版本")) + esc(version))
+    lines.append(label_html(_("耗时")) + esc(duration_ms_text(result.duration_ms)))
     if approval is not None:
         approvers = [a.label for a in _voted_approve(approval)]
         if approval.status == Status.APPROVED:
-            who = _("%(names)s 同意") % {"names": "、".join(approvers) or approval.decided_by_name or _("系统")}
+            who = _("%(names)s 同意") % {"names": join_names(approvers) or approval.decided_by_name or _("系统")}
         else:
-            who = approval.get_status_display()
+            who = str(approval.get_status_display())
             if approval.decided_by_name:
-                who += f"（{approval.decided_by_name}）"
-        lines.append(f"<b>{esc(_('审批'))}：</b><code>{esc(approval.public_id)}</code> {esc(who)}")
+                who = with_note(who, approval.decided_by_name)
+        lines.append(label_html(_("审批")) + f"<code>{esc(approval.public_id)}</code> {esc(who)}")
     else:
-        lines.append(f"<b>{esc(_('审批'))}：</b>{esc(_('（这次构建没有经过审批）'))}")
+        lines.append(label_html(_("审批")) + esc(_("（这次构建没有经过审批）")))
     links = [p for p in (link(console_url(result.build_url), _("Jenkins 控制台")),
                          link(_log_url(approval), _("构建日志"))) if p]
     if links:
         lines.append("🔗 " + " | ".join(links))
     if people:
-        lines.append(f"📣 {esc(_('请关注'))}：{mentions_html(people)}")
+        lines.append("📣 " + _colon(esc(_("请关注"))) + mentions_html(people))
     head = "\n".join(lines)
     if not tail.strip():
         return fit_message(lambda extra: head + extra, "")
 
     def build(escaped_tail: str) -> str:
-        label = esc(_("日志末尾（最后 %(n)d 行）") % {"n": LOG_TAIL_LINES})
-        return f"{head}\n\n<b>{label}：</b>\n<pre>{escaped_tail}</pre>"
+        label = label_html(_("日志末尾（最后 %(n)d 行）") % {"n": LOG_TAIL_LINES})
+        return f"{head}\n\n{label}\n<pre>{escaped_tail}</pre>"
 
     return fit_message(build, tail, keep="tail")
 
@@ -814,9 +828,9 @@ def render_config_changed(name: str, ok: bool, summary: str) -> str:
     files = {"users": settings.USERS_CONFIG_FILE.name, "app": settings.APP_CONFIG_FILE.name}
     filename = files.get(name, name)
     if ok:
-        head = f"✅ <b>{esc(_('配置已重新加载'))}</b>：<code>{esc(filename)}</code>"
+        head = "✅ " + _colon("<b>{}</b>".format(esc(_("配置已重新加载")))) + f"<code>{esc(filename)}</code>"
     else:
-        head = (f"⛔ <b>{esc(_('配置被拒绝'))}</b>：<code>{esc(filename)}</code>\n"
+        head = ("⛔ " + _colon("<b>{}</b>".format(esc(_("配置被拒绝")))) + f"<code>{esc(filename)}</code>\n"
                 + esc(_("文件有错误，上一个好配置继续生效。")))
 
     def build(escaped: str) -> str:

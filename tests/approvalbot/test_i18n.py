@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.test import Client
+from django.utils import translation
 from rest_framework.test import APIClient
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,15 +30,8 @@ GETTEXT_FUNCTIONS = {"_", "gettext", "gettext_lazy", "ngettext", "ngettext_lazy"
 PGETTEXT_FUNCTIONS = {"pgettext", "pgettext_lazy", "npgettext", "npgettext_lazy"}
 TEMPLATE_TAG = re.compile(r"""{%\s*(?:translate|trans)\s+(["'])(.*?)\1""")
 
-# 已知在 f-string 里调用 gettext、xgettext 收不到的字符串（notices.py 由别的模块负责人修改；修好后删掉这里的条目）
-KNOWN_UNEXTRACTED = {
-    ("telegram_bot/notices.py", "配置已重新加载"),
-    ("telegram_bot/notices.py", "配置被拒绝"),
-    ("telegram_bot/notices.py", "未投票的审批人"),
-    ("telegram_bot/notices.py", "负责人与发起人"),
-    ("telegram_bot/notices.py", "（这次构建没有经过审批）"),
-    ("telegram_bot/notices.py", "请关注"),
-}
+# 已知在 f-string 里调用 gettext、xgettext 收不到的字符串（(路径, msgid)；修好后删掉这里的条目）
+KNOWN_UNEXTRACTED: set[tuple[str, str]] = set()
 
 
 # ---------------------------------------------------------------- 读 .po（不依赖 polib / GNU gettext）
@@ -103,6 +97,13 @@ def parse_po(path: Path) -> list[Entry]:
             entry.msgstr[index] += value
     finish()
     return [e for e in entries if e.msgid]  # 去掉头部
+
+
+@pytest.fixture(autouse=True)
+def default_language_afterwards():
+    """LocaleMiddleware 按 Accept-Language 激活的语言留在测试线程里：恢复默认，不影响之后的测试。"""
+    yield
+    translation.deactivate()
 
 
 @pytest.fixture(scope="module")

@@ -188,3 +188,35 @@ def test_runbot_output_is_unaffected_by_telegram_language(fake_tg, settings, cap
     call_command("runbot", "--set-webhook")
     assert "已注册 webhook" in capsys.readouterr().out
     assert {c["command"]: c["description"] for c in fake_tg.commands}["approve"] == "Approve a release: /approve ID"
+
+
+def test_telegram_language_en_makes_reminders_and_build_results_english(fake_tg, shop_rule, people, make_approval,
+                                                                         settings):
+    """提醒摘要与构建结果通知：标签、括号与名字列表都用英文标点（没有全角“：”）。"""
+    from approvals.models import BuildLog
+    from approvals.services import approval_decide, build_result_record
+    from telegram_bot.notices import reminder_digest_task
+
+    settings.TELEGRAM_LANGUAGE = "en"
+    waiting = make_approval(environment="production")
+    reminder_digest_task.delay(GROUP_ID, [waiting.pk])
+    [digest] = [m for m in fake_tg.chat_messages(GROUP_ID) if m.text.startswith("⏰")]
+    assert digest.text.startswith("⏰ Approval reminder: 1 release waiting for approval\n")
+    assert re.search(r"⏳ Time left: 29 min \(due [\d-]+ [\d:]+\) · approvals 0/2 · original message", digest.text)
+    assert "👥 Pending: Bob Erin" in digest.text and "📣 Project owners: Alice" in digest.text
+
+    decided = make_approval(environment="staging", build_number=700)
+    approval_decide(approval=decided, approver=people["approver"], decision="approve", channel="telegram")
+    BuildLog.objects.create(jenkins_server=decided.jenkins_server, job_name="shop-backend", build_number=700,
+                            approval=decided, content="BUILD FAILED\n", size=13, is_complete=True)
+    build_result_record(job_name="shop-backend", build_number=700, result="FAILURE", duration_ms=65_000)
+    [notice] = [m for m in fake_tg.chat_messages(GROUP_ID) if m.text.startswith("❌")]
+    assert notice.text.startswith("❌ Build failed · shop-backend #700\nResult: FAILURE\nJob: shop-backend #700\n"
+                                  "Environment: 🟡 Staging\nVersion: v1.2.3\nDuration: 1m 5s\n")
+    assert f"Approval: {decided.public_id} approved by Bob\n" in notice.text
+    assert "📣 Attention: Bob Alice" in notice.text
+    assert "\n\nLog tail (last 30 lines):" in notice.text and notice.text.endswith("\nBUILD FAILED")
+
+    for text in (digest.text, notice.text):
+        assert "：" not in text and "（" not in text and "、" not in text, text
+        assert not CJK.search(text.replace("商城发布群", "")), text
