@@ -678,13 +678,15 @@ def build_result_record(
         "build_url": build_url or (approval.build_url if approval else ""),
         "result": result,
         "duration_ms": duration_ms,
-        "details": details or {},
         "project": approval.project if approval else job_name,
         "environment": approval.environment if approval else "",
         "version": approval.version if approval else "",
     }
+    # 重复回报不清空 details：通知的送达/失败记录在里面（补发扫描靠它判断是否还欠这条通知）
     record, created = BuildResult.objects.update_or_create(
-        jenkins_server=jenkins_server, job_name=job_name, build_number=build_number, defaults=defaults
+        jenkins_server=jenkins_server, job_name=job_name, build_number=build_number,
+        defaults={**defaults, **({"details": details} if details is not None else {})},
+        create_defaults={**defaults, "details": details or {}},
     )
     if approval is not None:
         event_record(approval=approval, kind=EventKind.BUILD_RESULT, channel=Channel.JENKINS,
