@@ -4,7 +4,8 @@
   发送前再查一次状态，已决定的不提醒。每发出一条就为其中的审批记一条 notified 历史
   （details.notice=reminder、number=第几次提醒），任务重跑时据此跳过已发的部分，不会重复。
 - 超时（R11）：回复在原审批消息下；消息本身的编辑由刷新任务负责。
-- 构建结果（B3–B8）：先用 BuildResult.notified_at 做条件认领，重试不会重复发送。
+- 构建结果（B3–B8）：先用 BuildResult.notified_at 做条件认领，重试不会重复发送；送达与放弃记在
+  BuildResult.details 上，补发扫描（build_result_recover）据此补发丢失或中途死掉的通知：至少送达一次。
 - 暂时性错误（超时、5xx、429）抛给任务退避重试（不早于 retry_after）；永久错误（被拉黑、被踢、
   聊天不存在）记进审批历史（notify_failed）后放弃，绝不无限重试。通知失败从不影响审批决定本身。
 
@@ -19,13 +20,13 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from celery import shared_task
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Prefetch
+from django.db.models import Prefetch, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
@@ -709,27 +710,88 @@ def _log_url(approval: Approval | None) -> str | None:
     return log_url(approval)
 
 
-def _result_claim(result_id: int) -> datetime | None:
-    """条件认领：notified_at 为空才改成现在。返回认领时写入的时刻；别人已认领/已通知返回 None。"""
-    now = timezone.now()
-    changed = BuildResult.objects.filter(pk=result_id, notified_at__isnull=True).update(notified_at=now)
-    return now if changed == 1 else None
+# BuildResult.details 里由这里维护的键（不加字段、不加迁移）：
+#   notice          送达记录 {"chat_id", "message_id", "sent_at"}；
+#   notify_error    永久失败、没有群、重试用尽或补发次数用尽：不再发送；
+#   notice_attempt  {"attempts", "claimed_at", "error", "retry_until", "recovered"}：认领过几次（有它才能把
+#                   过旧的 notified_at 认作死掉的认领，而不是旧版本写下的通知时间）、暂时失败后的重试最晚
+#                   何时到（epoch 秒，补发扫描在此之前不插手）、补发扫描重投过几次。
+RESULT_RECOVERY_GRACE = timedelta(minutes=2)  # 刚收到的结果：提交后投递的任务可能还在路上
+RESULT_STALE_CLAIM = timedelta(minutes=10)  # 认领后这么久既没送达也没失败记录：worker 死了（任务硬超时 90 秒）
+RESULT_RECOVERY_MAX_AGE = timedelta(hours=24)  # 更早的结果不补发：已过时，也免得刚配置好 Telegram 时补发一堆历史
+RESULT_MAX_RECOVERIES = 5  # 补发扫描最多重投几次（两次之间至少隔 RESULT_STALE_CLAIM），之后记为放弃
 
 
-def _result_release(result_id: int, claimed_at: datetime) -> None:
-    """暂时性失败：放开认领，让重试能再认领。"""
-    BuildResult.objects.filter(pk=result_id, notified_at=claimed_at).update(notified_at=None)
+def _result_update(result_id: int, change: Callable[[BuildResult], dict[str, Any] | None],
+                   **conditions: Any) -> bool:
+    """行锁下读出当前行，由 change 算出要写的字段，再带同样的条件更新：条件已不成立（别人抢先）就什么也不写。
 
-
-def _result_record_error(result_id: int, error: dict[str, Any]) -> None:
-    """没有审批可记历史时，把通知失败写在构建结果的 details 上（后台可见）。"""
+    details 是整体写回的 JSON：先锁再读，才不会覆盖别人刚写的键。SQLite 没有行锁，条件更新仍保证认领只有一方成功。
+    """
     with transaction.atomic():
-        row = BuildResult.objects.select_for_update().filter(pk=result_id).first()
-        if row is None:
-            return
-        details = dict(row.details or {})
-        details["notify_error"] = error
-        BuildResult.objects.filter(pk=result_id).update(details=details)
+        row = BuildResult.objects.select_for_update().filter(pk=result_id, **conditions).first()
+        values = change(row) if row is not None else None
+        if not values:
+            return False
+        return BuildResult.objects.filter(pk=result_id, **conditions).update(**values) == 1
+
+
+def _with_details(row: BuildResult, **values: Any) -> dict[str, Any]:
+    return {**(row.details or {}), **values}
+
+
+def _result_claim(result_id: int) -> datetime | None:
+    """条件认领：notified_at 为空才改成现在。返回认领时写入的时刻；别人已认领、已送达或已放弃返回 None。"""
+    now = timezone.now()
+
+    def claim(row: BuildResult) -> dict[str, Any] | None:
+        details = row.details or {}
+        if "notice" in details or "notify_error" in details:
+            return None  # 已经有了结局（认领被放开之后才可能走到这里）
+        attempt = {k: v for k, v in (details.get("notice_attempt") or {}).items() if k != "retry_until"}
+        attempt.update(attempts=attempt.get("attempts", 0) + 1, claimed_at=now.isoformat())
+        return {"notified_at": now, "details": _with_details(row, notice_attempt=attempt)}
+
+    return now if _result_update(result_id, claim, notified_at__isnull=True) else None
+
+
+def _retry_window(retry_after: float | None) -> float:
+    """暂时失败后，任务的下一次重试最晚多久开始（retry_countdown 的上界），再加上执行的余量。"""
+    cap = getattr(settings, "CELERY_RETRY_BACKOFF_MAX", 600)
+    return max(cap * 1.2, (retry_after or 0) + 1) + 1 + RESULT_STALE_CLAIM.total_seconds()
+
+
+def _result_release(result_id: int, claimed_at: datetime, *, error: str, wait_seconds: float) -> None:
+    """放开自己的认领，让重试（或补发扫描）能再认领；wait_seconds 内补发扫描不插手（任务自己的重试会来）。"""
+    retry_until = int(timezone.now().timestamp() + wait_seconds)
+
+    def release(row: BuildResult) -> dict[str, Any]:
+        attempt = {**((row.details or {}).get("notice_attempt") or {}), "error": error, "retry_until": retry_until}
+        return {"notified_at": None, "details": _with_details(row, notice_attempt=attempt)}
+
+    _result_update(result_id, release, notified_at=claimed_at)
+
+
+def _result_delivered(result: BuildResult, sent: SentMessage, *, reply_to: int | None,
+                      extra: dict[str, Any]) -> None:
+    """送达：记在构建结果上（补发扫描据此不再补发），有审批时也记进审批历史。"""
+    record = {"chat_id": sent.chat_id, "message_id": sent.message_id, "sent_at": timezone.now().isoformat()}
+    with transaction.atomic():
+        if result.approval is not None:
+            event_record(approval=result.approval, kind=EventKind.NOTIFIED, channel=Channel.TELEGRAM,
+                         details={"notice": NOTICE_BUILD_RESULT, "chat_id": sent.chat_id,
+                                  "message_id": sent.message_id, **({"reply_to": reply_to} if reply_to else {}),
+                                  **extra})
+        _result_update(result.pk, lambda row: {"details": _with_details(row, notice=record)})
+
+
+def _result_failed(result: BuildResult, error: dict[str, Any]) -> None:
+    """永久失败、没有群或放弃：记在构建结果上（后台可见，补发扫描不再重试），有审批时也记进审批历史。"""
+    with transaction.atomic():
+        if result.approval is not None:
+            event_record(approval=result.approval, kind=EventKind.NOTIFY_FAILED, channel=Channel.TELEGRAM,
+                         details=error)
+        _result_update(result.pk, lambda row: {"details": _with_details(row, notify_error=error)})
 
 
 @dataclass
@@ -755,9 +817,10 @@ def build_result_audience(result: BuildResult) -> ResultAudience:
 
 
 def build_result_notice_send(*, result_id: int, sender: TelegramSender | None = None) -> SentMessage | None:
-    """发出构建结果通知（B3–B8）。notified_at 保证重试与重复投递只发一次。
+    """发出构建结果通知（B3–B8）。notified_at 上的条件认领保证重试、重复投递与补发扫描只有一方在发。
 
     暂时性错误：放开认领后抛出，由任务重试；永久错误与“没有群”：记录后返回 None。
+    送达与失败都记在 BuildResult.details 上（notice / notify_error），补发扫描据此判断还欠不欠这条通知。
     """
     claimed_at = _result_claim(result_id)
     if claimed_at is None:
@@ -768,56 +831,114 @@ def build_result_notice_send(*, result_id: int, sender: TelegramSender | None = 
         .prefetch_related(Prefetch("approval__votes", queryset=Vote.objects.select_related("approver").order_by("id")))
         .get(pk=result_id)
     )
-    approval = result.approval
     try:
         target = build_result_audience(result)
         chat_id = target.chat_id
         if chat_id is None:
             logger.warning("构建结果 %s #%s 没有可发送的群", result.job_name, result.build_number)
-            error = {"notice": NOTICE_BUILD_RESULT, "code": "no_chat", "permanent": True}
-            if approval is not None:
-                event_record(approval=approval, kind=EventKind.NOTIFY_FAILED, channel=Channel.TELEGRAM, details=error)
-            else:
-                _result_record_error(result_id, error)
+            _result_failed(result, {"notice": NOTICE_BUILD_RESULT, "code": "no_chat", "permanent": True})
             return None
         tail = ""
         if result.result in (BuildResultValue.FAILURE, BuildResultValue.UNSTABLE):
             tail = build_log_tail_for(result)
-        text = render_build_result(result, approval=approval, people=target.people, tail=tail, project=target.project)
+        text = render_build_result(result, approval=result.approval, people=target.people, tail=tail,
+                                   project=target.project)
         extra = {"result": result.result, "build_result_id": result.pk}
-        if approval is not None:
-            return _send_for_approval(approval, NOTICE_BUILD_RESULT, chat_id, text, target.reply_to, sender, extra)
         try:
-            return (sender or TelegramSender()).send_message(chat_id, text)
+            sent = (sender or TelegramSender()).send_message(chat_id, text, reply_to_message_id=target.reply_to)
         except TelegramSendError as exc:
             if not exc.permanent:
                 raise
             logger.error("构建结果 %s #%s 的通知发往 chat %s 永久失败：%s", result.job_name, result.build_number,
                          chat_id, exc)
-            _result_record_error(result_id, {"notice": NOTICE_BUILD_RESULT, "chat_id": chat_id,
-                                             **_failure_details(exc)})
+            _result_failed(result, {"notice": NOTICE_BUILD_RESULT, "chat_id": chat_id, **_failure_details(exc),
+                                    **extra})
             return None
     except TelegramSendError as exc:
-        if not exc.permanent:
-            _result_release(result_id, claimed_at)
+        _result_release(result_id, claimed_at, error=exc.code, wait_seconds=_retry_window(exc.retry_after))
         raise
     except Exception:
-        # 渲染或取日志出了意外：放开认领，让重试（或人工重放）还能发出去，再把错误交给 Celery 记录
-        _result_release(result_id, claimed_at)
+        # 渲染或取日志出了意外：放开认领再把错误交给 Celery 记录；任务不会重试，隔一段时间由补发扫描重投（有次数上限）
+        _result_release(result_id, claimed_at, error="exception", wait_seconds=RESULT_STALE_CLAIM.total_seconds())
         raise
+    # 已经发出去了：记录失败也不放开认领（否则马上重发）；真丢了记录，补发扫描会在认领过期后补发（至少一次）
+    _result_delivered(result, sent, reply_to=target.reply_to, extra=extra)
+    return sent
 
 
 def build_result_notice_gave_up(*, result_id: int, exc: TelegramSendError) -> None:
-    """重试次数用尽：标记为已处理（不再重试），并把原因记下来。"""
+    """重试次数用尽：标记为已处理，并把原因记在 notify_error（任务与补发扫描都不再重试）。"""
     BuildResult.objects.filter(pk=result_id, notified_at__isnull=True).update(notified_at=timezone.now())
     result = BuildResult.objects.select_related("approval").filter(pk=result_id).first()
-    if result is None:
-        return
-    error = {"notice": NOTICE_BUILD_RESULT, **_failure_details(exc, gave_up=True)}
-    if result.approval is not None:
-        event_record(approval=result.approval, kind=EventKind.NOTIFY_FAILED, channel=Channel.TELEGRAM, details=error)
-    else:
-        _result_record_error(result_id, error)
+    if result is not None:
+        _result_failed(result, {"notice": NOTICE_BUILD_RESULT, **_failure_details(exc, gave_up=True)})
+
+
+def build_result_recover(*, limit: int = 50) -> dict[str, list[int]]:
+    """补发扫描（构建结果通知至少送达一次）：找出欠着的通知，放开死掉的认领并重新投递通知任务。每次最多 limit 条。
+
+    欠着 = 收到超过 2 分钟、不到 24 小时，既没有送达记录（notice）也没有放弃记录（notify_error），并且
+    - notified_at 为空：任务从没跑过（提交后投递时 broker 不可用），或暂时失败后等的重试早该到了；
+    - 或 notified_at 是 10 分钟前的认领：worker 在发送途中死了。
+    返回 {"requeued": 重新投递的, "abandoned": 重投次数用尽、记为放弃的}。
+    """
+    now = timezone.now()
+    epoch = int(now.timestamp())
+    owed = (
+        BuildResult.objects.filter(received_at__lte=now - RESULT_RECOVERY_GRACE,
+                                   received_at__gte=now - RESULT_RECOVERY_MAX_AGE)
+        .exclude(details__has_key="notice")
+        .exclude(details__has_key="notify_error")
+    )
+    retry_due = Q(details__notice_attempt__retry_until__isnull=True) | Q(details__notice_attempt__retry_until__lt=epoch)
+    never_ran = Q(notified_at__isnull=True) & retry_due
+    died = Q(notified_at__lte=now - RESULT_STALE_CLAIM, details__has_key="notice_attempt")
+    candidates = list(owed.filter(never_ran | died).order_by("received_at", "id").values_list("pk", flat=True)[:limit])
+    found: dict[str, list[int]] = {"requeued": [], "abandoned": []}
+    for result_id in candidates:
+        outcome = _result_requeue(result_id, now)
+        if outcome:
+            found[outcome].append(result_id)
+    if found["requeued"] or found["abandoned"]:
+        logger.info("构建结果通知补发：重新投递 %d 条，放弃 %d 条", len(found["requeued"]), len(found["abandoned"]))
+    return found
+
+
+def _result_requeue(result_id: int, now: datetime) -> str | None:
+    """行锁下重新核对一条候选，条件更新放开认领（notified_at 仍是看到的值才改）后投递任务。
+
+    两次扫描、或扫描与刚认领的任务之间只有一方的更新生效；真正防止重复发送的仍是任务里的认领。
+    """
+    with transaction.atomic():
+        row = BuildResult.objects.select_for_update().select_related("approval").filter(pk=result_id).first()
+        if row is None:
+            return None
+        details = row.details or {}
+        attempt = dict(details.get("notice_attempt") or {})
+        if "notice" in details or "notify_error" in details:
+            return None
+        if row.notified_at is None:
+            if attempt.get("retry_until", 0) >= int(now.timestamp()):
+                return None
+        elif row.notified_at > now - RESULT_STALE_CLAIM or not attempt:
+            return None
+        recovered = attempt.get("recovered", 0)
+        seen = BuildResult.objects.filter(pk=result_id, notified_at=row.notified_at)
+        if recovered >= RESULT_MAX_RECOVERIES:
+            error = {"notice": NOTICE_BUILD_RESULT, "code": "recovery_exhausted", "error": attempt.get("error", ""),
+                     "permanent": False, "gave_up": True, "recovered": recovered}
+            if not seen.update(notified_at=row.notified_at or now, details=_with_details(row, notify_error=error)):
+                return None
+            logger.error("构建结果 %s #%s 的通知补发 %d 次仍未送达，放弃", row.job_name, row.build_number, recovered)
+            if row.approval is not None:
+                event_record(approval=row.approval, kind=EventKind.NOTIFY_FAILED, channel=Channel.TELEGRAM,
+                             details=error)
+            return "abandoned"
+        attempt.update(recovered=recovered + 1, retry_until=int(now.timestamp() + RESULT_STALE_CLAIM.total_seconds()))
+        if not seen.update(notified_at=None, details=_with_details(row, notice_attempt=attempt)):
+            return None
+        transaction.on_commit(lambda: build_result_notify_task.delay(result_id))
+    return "requeued"
 
 
 # ---------------------------------------------------------------- 配置变化通知
@@ -911,7 +1032,7 @@ def timeout_notice_task(self, approval_id: int) -> None:
 
 @shared_task(bind=True, name=BUILD_RESULT_NOTIFY_TASK, max_retries=MAX_RETRIES, acks_late=True, ignore_result=True)
 def build_result_notify_task(self, build_result_id: int) -> None:
-    """构建结果通知（B3–B8）。notified_at 保证只发一次。"""
+    """构建结果通知（B3–B8）。notified_at 上的认领保证只有一方在发；丢了的由补发扫描重投（至少一次）。"""
     if not telegram_configured():
         return
     try:

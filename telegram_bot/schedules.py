@@ -9,7 +9,7 @@ register(PeriodicTaskSpec(
     task="telegram_bot.tasks.telegram_recovery_sweep_task",
     every_seconds=max(settings.SWEEP_INTERVAL_SECONDS * 2, 30),
     kwargs={"limit": 50},
-    description="补发没有发出的审批消息、补改显示旧状态的消息（broker 丢任务或 Telegram 故障之后）",
+    description="补发没有发出的审批消息、补改显示旧状态的消息、重投丢失的构建结果通知（broker 丢任务、worker 死掉或 Telegram 故障之后）",
 ))
 
 register(PeriodicTaskSpec(

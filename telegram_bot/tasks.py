@@ -64,9 +64,12 @@ def approval_messages_refresh_task(self, approval_id: int) -> None:
 
 @shared_task(name=RECOVERY_TASK, ignore_result=True)
 def telegram_recovery_sweep_task(limit: int = 50) -> dict:
-    """补发扫描：没发出去的审批消息补发，显示旧状态的消息补改。每次最多 limit 条。"""
+    """补发扫描：没发出去的审批消息补发，显示旧状态的消息补改，丢失或中途死掉的构建结果通知重投。
+
+    每类每次最多 limit 条。构建结果也放在这里：同一个节拍、同一个“Telegram 已配置”判断，不必再多一个 beat 条目。
+    """
     if not services.telegram_configured():
-        return {"announce": [], "refresh": []}
+        return {"announce": [], "refresh": [], "build_results": []}
     found = services.recovery_candidates(limit=limit)
     for approval_id in found["announce"]:
         approval_announce_task.delay(approval_id)
@@ -74,6 +77,8 @@ def telegram_recovery_sweep_task(limit: int = 50) -> dict:
         approval_messages_refresh_task.delay(approval_id)
     if found["announce"] or found["refresh"]:
         logger.info("Telegram 补发扫描：补发 %d 条，补改 %d 条", len(found["announce"]), len(found["refresh"]))
+    # 投递在各自的事务提交之后（notices 内部用 on_commit）
+    found["build_results"] = notices.build_result_recover(limit=limit)["requeued"]
     return found
 
 
@@ -82,4 +87,4 @@ def processed_updates_cleanup_task() -> int:
     return services.processed_updates_cleanup()
 
 
-from . import notices  # noqa: E402,F401 — 注册提醒/通知任务
+from . import notices  # noqa: E402 — 注册提醒/通知任务（补发扫描也用到它）
