@@ -45,8 +45,13 @@ test: setup
 lint: setup
 	$(BIN)/ruff check .
 
+# 以生产式设置做部署检查；没给的密钥/地址用一次性的示例值
 check: setup
-	DJANGO_PRODUCTION=1 DJANGO_DEBUG=0 $(PY) manage.py check --deploy --fail-level WARNING
+	DJANGO_PRODUCTION=1 DJANGO_DEBUG=0 \
+	DJANGO_SECRET_KEY="$${DJANGO_SECRET_KEY:-$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(50))')}" \
+	PUBLIC_BASE_URL="$${PUBLIC_BASE_URL:-https://approval.example.com}" \
+	DJANGO_ALLOWED_HOSTS="$${DJANGO_ALLOWED_HOSTS:-approval.example.com}" \
+	$(PY) manage.py check --deploy --fail-level WARNING
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -164,11 +164,11 @@ def time_left_text(expires_at: datetime, now: datetime | None = None) -> str:
     return _("%(left)s（截止 %(t)s）") % {"left": duration_text(left), "t": format_time(expires_at)}
 
 
-def log_url(approval: Approval) -> str:
-    """日志页地址（G1）：带签名与有效期（X5），由 approvals.links 生成。"""
+def log_url(approval: Approval | None) -> str | None:
+    """日志页地址（G1）：带签名与有效期（X5），由 approvals.links 生成；没有审批时没有日志页。"""
     from approvals.links import log_url as signed_log_url
 
-    return signed_log_url(approval)
+    return signed_log_url(approval) if approval is not None else None
 
 
 # ---------------------------------------------------------------- 审批消息

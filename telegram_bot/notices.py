@@ -58,6 +58,7 @@ from .messages import (
     join_names,
     label_html,
     link,
+    log_url,
     mention_html,
     next_step_text,
     tg_length,
@@ -686,7 +687,7 @@ def render_build_result(result: BuildResult, *, approval: Approval | None, peopl
     else:
         lines.append(label_html(_("审批")) + esc(_("（这次构建没有经过审批）")))
     links = [p for p in (link(console_url(result.build_url), _("Jenkins 控制台")),
-                         link(_log_url(approval), _("构建日志"))) if p]
+                         link(log_url(approval), _("构建日志"))) if p]
     if links:
         lines.append("🔗 " + " | ".join(links))
     if people:
@@ -700,14 +701,6 @@ def render_build_result(result: BuildResult, *, approval: Approval | None, peopl
         return f"{head}\n\n{label}\n<pre>{escaped_tail}</pre>"
 
     return fit_message(build, tail, keep="tail")
-
-
-def _log_url(approval: Approval | None) -> str | None:
-    if approval is None:
-        return None
-    from approvals.links import log_url
-
-    return log_url(approval)
 
 
 # BuildResult.details 里由这里维护的键（不加字段、不加迁移）：

@@ -7,12 +7,12 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from django.conf import settings
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from rest_framework import serializers
 
+from approvals.links import log_url, status_url
 from approvals.models import Approval, BuildResultValue, Status
 from approvals.services import MAX_TIMEOUT_MINUTES
 
@@ -193,7 +193,6 @@ def _iso(value: datetime | None) -> str | None:
 
 def approval_reply(approval: Approval) -> dict[str, Any]:
     """等待接口与决定接口共用的回答体；长轮询的观察线程也直接用它，唤醒时无需再查库。"""
-    base = settings.PUBLIC_BASE_URL
     return {
         "id": approval.public_id,
         "status": approval.status,
@@ -209,7 +208,8 @@ def approval_reply(approval: Approval) -> dict[str, Any]:
         "decided_at": _iso(approval.decided_at),
         "decided_by": approval.decided_by_name or None,
         "reason": approval.reason,
-        "links": {"status": f"{base}/api/status/{approval.public_id}", "logs": f"{base}/logs/{approval.public_id}"},
+        # 日志链接带签名（X5）：流水线日志里打印出来，点开即可看，不必登录
+        "links": {"status": status_url(approval), "logs": log_url(approval)},
     }
 
 

@@ -245,6 +245,8 @@ approval_wait_view.initkwargs = {}
 class ApprovalStatusApi(ApiView):
     required_scope = ApiScope.READ
 
+    # /api/status 与 /api/status/<id> 否则会得到相同的 operationId
+    @extend_schema(operation_id="status_totals")
     def get(self, request: Request) -> Response:
         return Response(selectors.approval_stats())
 
@@ -254,6 +256,7 @@ class ApprovalStatusApi(ApiView):
 class ApprovalDetailApi(ApiView):
     required_scope = ApiScope.READ
 
+    @extend_schema(operation_id="status_detail")
     def get(self, request: Request, public_id: str) -> Response:
         return Response(approval_detail_data(selectors.approval_detail(public_id)))
 

@@ -117,3 +117,12 @@ def test_celery_retry_backoff_stays_below_visibility_timeout(settings):
     assert settings.CELERY_RETRY_BACKOFF_MAX < visibility
     assert app.conf.task_acks_late and app.conf.task_serializer == "json" and app.conf.accept_content == ["json"]
     assert app.conf.task_time_limit and app.conf.task_soft_time_limit < app.conf.task_time_limit
+
+
+@pytest.mark.django_db
+def test_openapi_schema_generates_without_warnings(tmp_path):
+    """API 文档从代码生成：任何警告（如 operationId 冲突）都会让客户端生成器出错。"""
+    target = tmp_path / "schema.yml"
+    call_command("spectacular", "--fail-on-warn", "--file", str(target))
+    text = target.read_text(encoding="utf-8")
+    assert "operationId: status_totals" in text and "operationId: status_detail" in text

@@ -7,9 +7,11 @@ import hmac
 import json
 import time
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import pytest
 from django.core.management import call_command
+from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -54,7 +56,11 @@ def test_wait_creates_with_jenkins_spellings_and_keeps_chinese(jenkins, shop_rul
     assert body["project"] == "shop-backend" and body["environment"] == "production"
     assert body["build_number"] == 128 and body["required_approvals"] == 2 and body["approvals_received"] == 0
     assert body["links"]["status"].endswith(f"/api/status/{body['id']}")
-    assert body["links"]["logs"].endswith(f"/logs/{body['id']}")
+    # 日志链接带签名：流水线日志里打印出来，没有登录也能直接打开
+    logs = urlsplit(body["links"]["logs"])
+    assert logs.path == f"/logs/{body['id']}" and logs.query.startswith("t=")
+    assert Client().get(f"{logs.path}?{logs.query}").status_code == 200
+    assert Client().get(logs.path).status_code == 403
     approval = Approval.objects.get(public_id=body["id"])
     assert approval.description == "修复支付回调；升级 Redis 客户端 🚀" and approval.operation == "部署"
     assert approval.requested_by == "dave" and approval.resume_mode == "poll"
