@@ -253,6 +253,12 @@ TELEGRAM_PROXY_URL = env.str("TELEGRAM_PROXY_URL", default="")
 TELEGRAM_DEFAULT_CHAT_ID = env.int("TELEGRAM_DEFAULT_CHAT_ID", default=None)
 TELEGRAM_MODE = env.str("TELEGRAM_MODE", default="polling")
 TELEGRAM_WEBHOOK_SECRET = secret("TELEGRAM_WEBHOOK_SECRET")
+# 发送节奏（Telegram 的限制：同一群约 20 条/分钟、同一聊天 1 条/秒、总计 30 条/秒）
+TELEGRAM_PACING_GROUP_SECONDS = env.float("TELEGRAM_PACING_GROUP_SECONDS", default=3.2)
+TELEGRAM_PACING_PRIVATE_SECONDS = env.float("TELEGRAM_PACING_PRIVATE_SECONDS", default=1.0)
+TELEGRAM_PACING_GLOBAL_SECONDS = env.float("TELEGRAM_PACING_GLOBAL_SECONDS", default=1 / 30)
+# 429 的 retry_after 不超过这个秒数时就地等待重试，更长的交给 Celery 延后重试
+TELEGRAM_MAX_INLINE_WAIT_SECONDS = env.float("TELEGRAM_MAX_INLINE_WAIT_SECONDS", default=10.0)
 # 群里的审批消息、提醒、通知（以及所有 Celery 任务）用的语言；回答个人的命令/按钮则跟随其 Telegram 语言。
 # 取 LANGUAGES 里的语言（zh-hans、en），也接受 zh-CN、en-US 这类写法
 TELEGRAM_LANGUAGE = env.str("TELEGRAM_LANGUAGE", default=LANGUAGE_CODE).strip().lower().replace("_", "-")
@@ -271,6 +277,7 @@ APPROVAL_API_SIGNING_SECRET = secret("APPROVAL_API_SIGNING_SECRET")
 
 # ---------------------------------------------------------------- 配置文件
 APP_CONFIG_FILE = Path(env.str("APP_CONFIG_FILE", default=str(BASE_DIR / "config" / "app.json")))
+CONFIG_BACKUP_DIR = Path(env.str("CONFIG_BACKUP_DIR", default=str(VAR_DIR / "config-backups")))
 USERS_CONFIG_FILE = Path(env.str("USERS_CONFIG_FILE", default=str(BASE_DIR / "config" / "users.json")))
 
 # 审批默认值（可被 config/app.json 与项目规则覆盖）
