@@ -36,3 +36,23 @@ def app_defaults() -> dict[str, Any]:
         }
         values.update({k: v for k, v in mapping.items() if v is not None})
     return values
+
+
+# 保留期（D8）的默认天数：审批与历史够做一年审计；日志体积大，一个月后归档；构建结果留半年做统计
+RETENTION_DEFAULT_DAYS: dict[str, int] = {"approvals": 365, "events": 365, "build_logs": 30, "build_results": 180}
+
+
+def retention_days() -> dict[str, int]:
+    """各类数据的保留天数，键为 approvals / events / build_logs / build_results。
+
+    缺省键用默认值（缺省不等于永久保留：不配置也不会无限增长）；显式写 0 表示永久保留、从不删除。
+    """
+    values = dict(RETENTION_DEFAULT_DAYS)
+    state = ConfigState.objects.filter(name="app").values_list("data", flat=True).first() or {}
+    retention = state.get("retention") or {}
+    for kind in values:
+        raw = retention.get(f"{kind}_days")
+        # 加载器已校验过；这里仍只认非负整数，防止手改数据库写进奇怪的值
+        if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
+            values[kind] = raw
+    return values

@@ -960,7 +960,8 @@ def app_validate(data: dict[str, Any], *, file_label: str = "app.json") -> tuple
                        ("retention",), strict=False)
         for key, value in spec.items():
             if key.endswith("_days"):
-                c.int_value(value, ("retention", key), minimum=1, maximum=36500, what=_("（天数）"))
+                # 0 = 永久保留（显式关闭这一类的清理）；缺省键用默认天数，见 app_config.retention_days
+                c.int_value(value, ("retention", key), minimum=0, maximum=36500, what=_("（天数）"))
         out["retention"] = dict(spec)
     c.raise_if_errors()
     return out, c.warnings

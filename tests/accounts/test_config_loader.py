@@ -551,7 +551,7 @@ def test_app_file_overrides_defaults(files):
         pytest.param({"telegram": {"default_chat_id": "群"}}, "telegram.default_chat_id: 必须是整数", id="chat-id"),
         pytest.param({"telegram": {"bot_token": "123:abc"}}, "telegram.bot_token: 密钥不能写在配置文件里",
                      id="secret-in-file"),
-        pytest.param({"retention": {"approvals_days": 0}}, "retention.approvals_days: 不能小于 1", id="retention"),
+        pytest.param({"retention": {"approvals_days": -1}}, "retention.approvals_days: 不能小于 0", id="retention"),
     ],
 )
 def test_invalid_app_file_is_refused_and_last_good_stays(files, content, expected):
