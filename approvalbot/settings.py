@@ -279,6 +279,8 @@ APPROVAL_API_SIGNING_SECRET = secret("APPROVAL_API_SIGNING_SECRET")
 APP_CONFIG_FILE = Path(env.str("APP_CONFIG_FILE", default=str(BASE_DIR / "config" / "app.json")))
 CONFIG_BACKUP_DIR = Path(env.str("CONFIG_BACKUP_DIR", default=str(VAR_DIR / "config-backups")))
 USERS_CONFIG_FILE = Path(env.str("USERS_CONFIG_FILE", default=str(BASE_DIR / "config" / "users.json")))
+# 保留期清理删除构建日志前先把它 gzip 存到这里（G6）；设为空字符串则不归档、直接删除
+LOG_ARCHIVE_DIR = env.str("LOG_ARCHIVE_DIR", default=str(VAR_DIR / "log-archive"))
 
 # 审批默认值（可被 config/app.json 与项目规则覆盖）
 APPROVAL_DEFAULT_TIMEOUT_MINUTES = env.int("APPROVAL_DEFAULT_TIMEOUT_MINUTES", default=60)

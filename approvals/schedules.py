@@ -22,3 +22,9 @@ register(PeriodicTaskSpec(
     every_seconds=settings.SWEEP_INTERVAL_SECONDS,
     description="超时处理：按规则策略拒绝并终止构建，或仅标记（R9–R11）",
 ))
+register(PeriodicTaskSpec(
+    name="approvals.retention_purge",
+    task="approvals.tasks.retention_purge_task",
+    crontab="30 3 * * *",
+    description="保留期清理：按 config/app.json 的 retention 删除过期的审批、历史、构建结果，构建日志先归档再删（D8、G6）",
+))

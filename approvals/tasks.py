@@ -54,3 +54,9 @@ def timeout_sweep_task() -> int:
     if total:
         logger.info("超时扫描：%s 条审批超时", total)
     return total
+
+
+@shared_task(name="approvals.tasks.retention_purge_task", ignore_result=True)
+def retention_purge_task() -> dict:
+    """每天一次的保留期清理（D8/G6）。服务自带时间预算与分批，重复触发或两个 beat 同时触发都无害。"""
+    return services.approvals_purge_old()
