@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -134,6 +135,8 @@ def test_four_processes_run_one_approval_end_to_end(tmp_path, fakes):
         assert f"{name} started" in output, output[-3000:]
     # 机器人真的在长轮询，而不是因为缺 token 空转
     assert "机器人未启动" not in output
+    # worker 与 beat 用的是项目的日志配置（含脱敏过滤器），而不是 Celery 接管后的默认格式
+    assert re.search(r"worker\.1\s+\| \d{4}-\d\d-\d\d [\d:,]+ INFO ", output), output[-3000:]
 
 
 def _reachable(url: str) -> bool:
