@@ -64,6 +64,8 @@ class Approval(models.Model):
     build_url = models.URLField(_("构建链接"), max_length=500, blank=True)
     # input 步骤 id；同一构建可有多个审批阶段，幂等键包含它
     input_id = models.CharField(_("阶段/input ID"), max_length=100, blank=True, default="")
+    # 任务被删除重建后构建号会从 1 重来：同一个键隔了很久再出现时是另一次构建，代数加一
+    generation = models.PositiveSmallIntegerField(_("构建号复用代数"), default=0)
     callback_url = models.URLField(_("回调地址"), max_length=500, blank=True)
     resume_mode = models.CharField(_("恢复方式"), max_length=10, choices=ResumeMode.choices, default=ResumeMode.POLL)
 
@@ -122,7 +124,8 @@ class Approval(models.Model):
         ordering = ["-created_at", "-id"]
         constraints = [
             models.UniqueConstraint(
-                fields=["jenkins_server", "job_name", "build_number", "input_id"], name="approval_build_stage_uniq"
+                fields=["jenkins_server", "job_name", "build_number", "input_id", "generation"],
+                name="approval_build_stage_gen_uniq",
             ),
             models.CheckConstraint(condition=models.Q(required_approvals__gte=1), name="approval_required_gte_1"),
             models.CheckConstraint(
@@ -141,6 +144,7 @@ class Approval(models.Model):
             models.Index(fields=["project", "environment", "status"], name="approval_project_env_idx"),
             models.Index(fields=["jenkins_server", "job_name", "environment", "status"], name="approval_supersede_idx"),
             models.Index(fields=["status", "created_at"], name="approval_status_created_idx"),
+            models.Index(fields=["status", "decided_at"], name="approval_status_decided_idx"),  # 保留期清理
         ]
 
     def __str__(self) -> str:
@@ -220,7 +224,8 @@ class ApprovalEvent(models.Model):
         verbose_name_plural = _("审批历史")
         ordering = ["created_at", "id"]
         indexes = [models.Index(fields=["approval", "created_at"], name="event_approval_time_idx"),
-                   models.Index(fields=["kind", "created_at"], name="event_kind_time_idx")]
+                   models.Index(fields=["kind", "created_at"], name="event_kind_time_idx"),
+                   models.Index(fields=["created_at"], name="event_created_idx")]  # 保留期清理
 
     def __str__(self) -> str:
         return f"{self.approval_id} {self.kind}"
@@ -284,7 +289,7 @@ class BuildLog(models.Model):
     size = models.PositiveBigIntegerField(_("字节数"), default=0)
     is_complete = models.BooleanField(_("构建已结束"), default=False)
     archived = models.BooleanField(_("已归档"), default=False)
-    fetched_at = models.DateTimeField(_("获取时间"), auto_now=True)
+    fetched_at = models.DateTimeField(_("获取时间"), auto_now=True, db_index=True)
 
     class Meta:
         verbose_name = _("构建日志")

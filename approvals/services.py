@@ -123,23 +123,41 @@ def approval_get(public_id: str) -> Approval:
         raise ApprovalNotFound(_("找不到审批「%(id)s」。") % {"id": normalized}) from None
 
 
+ENV_SERVER_NAME = "default"
+ENV_SERVER_TOKEN_VARIABLE = "JENKINS_API_TOKEN"
+
+
 def jenkins_server_default() -> JenkinsServer:
-    """默认 Jenkins：后台标记的默认服务器，否则按环境变量建一个名为 default 的。"""
+    """默认 Jenkins：后台标记的默认服务器，否则是由环境变量定义、名为 default 的那台。
+
+    环境变量定义的那台以环境变量为准：先于 JENKINS_URL 配好就被调用过、或运维后来改了地址，
+    重启进程后都用新的值，而不是第一次用到时抄下的旧值。
+    """
     from django.conf import settings
 
     server = JenkinsServer.objects.filter(is_default=True, is_active=True).first()
-    if server:
-        return server
-    server, _created = JenkinsServer.objects.get_or_create(
-        name="default",
-        defaults={
-            "url": settings.JENKINS_URL,
-            "username": settings.JENKINS_USER,
-            "api_token_env": "JENKINS_API_TOKEN",
-            "is_default": True,
-        },
-    )
+    if server is None:
+        server, _created = JenkinsServer.objects.get_or_create(
+            name=ENV_SERVER_NAME,
+            defaults={"url": settings.JENKINS_URL, "username": settings.JENKINS_USER,
+                      "api_token_env": ENV_SERVER_TOKEN_VARIABLE, "is_default": True},
+        )
+    env_backed = server.name == ENV_SERVER_NAME and server.api_token_env == ENV_SERVER_TOKEN_VARIABLE
+    if env_backed and settings.JENKINS_URL and (server.url, server.username) != (
+        settings.JENKINS_URL, settings.JENKINS_USER
+    ):
+        JenkinsServer.objects.filter(pk=server.pk).update(url=settings.JENKINS_URL, username=settings.JENKINS_USER)
+        server.url, server.username = settings.JENKINS_URL, settings.JENKINS_USER
     return server
+
+
+# 一次构建在审批处等待最多 MAX_TIMEOUT_MINUTES（7 天）；同一个构建键隔了更久再出现，只能是任务被重建后构建号复用
+BUILD_KEY_REUSE_AFTER = timedelta(minutes=MAX_TIMEOUT_MINUTES) + timedelta(days=1)
+
+
+def build_key_reused(first_seen: datetime) -> bool:
+    """同一个（Jenkins、任务、构建号）上次出现已超过 BUILD_KEY_REUSE_AFTER：视为另一次构建。"""
+    return first_seen < timezone.now() - BUILD_KEY_REUSE_AFTER
 
 
 def approver_for_requester(requested_by: str) -> Approver | None:
@@ -199,11 +217,15 @@ def approval_create(
     if build_number is None or build_number < 0:
         raise InvalidRequest(_("构建号必须是非负整数。"), code="invalid_build_number")
     input_id = (input_id or "").strip()
-    lookup = {"jenkins_server": jenkins_server, "job_name": job_name, "build_number": build_number,
-              "input_id": input_id}
-    existing = Approval.objects.filter(**lookup).first()
-    if existing:
+    key = {"jenkins_server": jenkins_server, "job_name": job_name, "build_number": build_number,
+           "input_id": input_id}
+    existing = Approval.objects.filter(**key).order_by("-generation").first()
+    if existing and not build_key_reused(existing.created_at):
         return existing, False
+    # 没有，或者同一个键的上一条早已过期：任务被重建、构建号重来，这是另一次构建，决不能沿用旧的“已同意”
+    lookup = {**key, "generation": existing.generation + 1 if existing else 0}
+    if existing and existing.status == Status.PENDING:
+        approval_cancel(approval=existing, reason=_("同一构建号被新的构建重新使用"), channel=Channel.SYSTEM)
 
     env = normalize_environment(environment)
     rule = resolve_rule(project or job_name, env)
@@ -225,9 +247,10 @@ def approval_create(
         build_url=build_url,
         callback_url=callback_url,
         resume_mode=mode,
-        project=rule.project if rule.matched else (project or job_name),
+        # 任务名可长达 255，项目列是 200；环境列 32（未知环境保留原值，可能较长）
+        project=(rule.project if rule.matched else (project or job_name))[:200],
         project_rule=rule.rule,
-        environment=env,
+        environment=env[:32],
         environment_raw=(environment or "")[:64],
         version=version,
         description=description,
@@ -688,10 +711,14 @@ def build_result_record(
         "build_url": build_url or (approval.build_url if approval else ""),
         "result": result,
         "duration_ms": duration_ms,
-        "project": approval.project if approval else job_name,
+        "project": approval.project if approval else job_name[:200],
         "environment": approval.environment if approval else "",
         "version": approval.version if approval else "",
     }
+    stale = BuildResult.objects.filter(jenkins_server=jenkins_server, job_name=job_name, build_number=build_number)
+    stale = stale.filter(received_at__lt=timezone.now() - BUILD_KEY_REUSE_AFTER)
+    # 构建号被重建的任务复用：旧结果属于另一次构建，删掉让新结果作为新记录（并发出通知）
+    stale.delete()
     # 重复回报不清空 details：通知的送达/失败记录在里面（补发扫描靠它判断是否还欠这条通知）
     record, created = BuildResult.objects.update_or_create(
         jenkins_server=jenkins_server, job_name=job_name, build_number=build_number,
@@ -726,15 +753,19 @@ def build_log_append(
     complete: bool,
     reset: bool = False,
     approval: Approval | None = None,
+    start: int | None = None,
 ) -> BuildLog:
     """追加一段 Jenkins 增量日志（G5）。next_start 是 Jenkins 的 X-Text-Size，下次从这里续读。
 
-    日志按构建存放；没有审批的构建（只回报了结果）也可以存。
+    start 是这段文字在 Jenkins 日志里的起点：行锁下发现已存的进度不是它（另一个标签页或通知任务
+    刚追加过同一段），就不再追加，日志不会重复。日志按构建存放；没有审批的构建也可以存。
     """
-    log, _created = BuildLog.objects.select_for_update().get_or_create(
+    log, created = BuildLog.objects.select_for_update().get_or_create(
         jenkins_server=jenkins_server, job_name=job_name, build_number=build_number,
         defaults={"approval": approval},
     )
+    if not created and not reset and start is not None and log.size != start:
+        return log
     content = text if reset else log.content + text
     if len(content) > BUILD_LOG_MAX_CHARS:
         content = content[-BUILD_LOG_MAX_CHARS:]

@@ -92,3 +92,14 @@ def test_jenkins_unreachable_shows_stored_log_and_reason(client, shop_rule, make
     response = client.get(local(log_url(approval)))
     assert response.status_code == 200
     assert "暂时无法从 Jenkins 获取日志" in response.content.decode()
+
+
+def test_the_same_chunk_appended_twice_is_stored_once(shop_rule, make_approval):
+    """两个标签页（或日志页与失败通知）同时从同一位置续读：同一段只存一次。"""
+    approval = make_approval()
+    where = {"jenkins_server": approval.jenkins_server, "job_name": approval.job_name,
+             "build_number": approval.build_number}
+    build_log_append(**where, text="line 1\n", next_start=7, complete=False, start=0)
+    build_log_append(**where, text="line 2\n", next_start=14, complete=False, start=7)
+    build_log_append(**where, text="line 2\n", next_start=14, complete=False, start=7)  # 迟到的同一段
+    assert BuildLog.objects.get().content == "line 1\nline 2\n"

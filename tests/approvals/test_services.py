@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+import time_machine
 from django.utils import timezone
 
 from approvals import effects
@@ -212,3 +213,49 @@ def test_pending_approval_times_are_consistent(make_approval, shop_rule):
     approval = make_approval()
     assert approval.created_at <= timezone.now() < approval.expires_at
     assert approval.decided_at is None
+
+
+def test_recreated_job_reusing_a_build_number_gets_a_new_approval(shop_rule, people):
+    """任务被删除重建后构建号从 1 重来：几个月前那条“已同意”决不能让新构建直接上线。"""
+    with time_machine.travel(timezone.now() - timedelta(days=90)):
+        old, _ = approval_create(job_name="shop-backend", build_number=1, environment="test", input_id="Release")
+        approval_decide(approval=old, approver=people["approver"], decision="approve", channel="api")
+        build_result_record(job_name="shop-backend", build_number=1, result="SUCCESS")
+    new, created = approval_create(job_name="shop-backend", build_number=1, environment="test", input_id="Release",
+                                   version="v2.0")
+    assert created and new.pk != old.pk
+    assert new.status == Status.PENDING and new.generation == 1 and new.version == "v2.0"
+    # 同一次（新）构建再调用仍然幂等
+    again, created_again = approval_create(job_name="shop-backend", build_number=1, environment="test",
+                                           input_id="Release")
+    assert not created_again and again.pk == new.pk
+    # 新构建的结果是一条新记录（会发通知），挂在新审批上
+    record, result_created = build_result_record(job_name="shop-backend", build_number=1, result="FAILURE")
+    assert result_created and record.approval == new and BuildResult.objects.count() == 1
+
+
+def test_recent_repeat_of_the_same_build_is_still_idempotent(shop_rule):
+    with time_machine.travel(timezone.now() - timedelta(days=6)):
+        first, _ = approval_create(job_name="shop-backend", build_number=2, environment="test")
+    again, created = approval_create(job_name="shop-backend", build_number=2, environment="test")
+    assert not created and again.pk == first.pk
+
+
+def test_default_jenkins_follows_the_environment(settings):
+    """先于 JENKINS_URL 配好就用过、或后来改了地址：环境变量定义的默认服务器以环境变量为准。"""
+    from approvals.services import jenkins_server_default
+
+    settings.JENKINS_URL, settings.JENKINS_USER = "", ""
+    first = jenkins_server_default()
+    assert first.url == ""
+    settings.JENKINS_URL, settings.JENKINS_USER = "https://jenkins.example.com/", "svc"
+    again = jenkins_server_default()
+    assert again.pk == first.pk and again.url == "https://jenkins.example.com/" and again.username == "svc"
+    again.refresh_from_db()
+    assert again.url == "https://jenkins.example.com/"
+
+
+def test_long_job_names_and_unknown_environments_fit_their_columns(shop_rule):
+    approval, _ = approval_create(job_name="folder/" + "x" * 240, build_number=1, environment="e" * 60)
+    approval.refresh_from_db()
+    assert len(approval.project) == 200 and len(approval.environment) == 32
