@@ -8,7 +8,8 @@
   var matches = document.getElementById("log-matches");
   var follow = document.getElementById("log-follow");
   var state = document.getElementById("log-state");
-  var offset = pre.textContent.length;
+  // 续读位置只用服务器给的数（按 Python 字符计）：浏览器的字符串长度按 UTF-16 计，且会把 CRLF 折成 LF
+  var offset = parseInt(pre.dataset.offset, 10) || 0;
   var pending = "";
 
   function classify(line) {

@@ -103,3 +103,13 @@ def test_the_same_chunk_appended_twice_is_stored_once(shop_rule, make_approval):
     build_log_append(**where, text="line 2\n", next_start=14, complete=False, start=7)
     build_log_append(**where, text="line 2\n", next_start=14, complete=False, start=7)  # 迟到的同一段
     assert BuildLog.objects.get().content == "line 1\nline 2\n"
+
+
+def test_page_gives_the_tail_offset_in_server_characters(client, shop_rule, make_approval):
+    """emoji 与 CRLF 让浏览器算出的长度与服务器不同：续读起点由服务器给出。"""
+    approval = make_approval()
+    text = "构建 🚀\r\n进度 50%\r进度 100%\n"
+    build_log_append(jenkins_server=approval.jenkins_server, job_name=approval.job_name,
+                     build_number=approval.build_number, approval=approval, text=text, next_start=99, complete=False)
+    body = client.get(local(log_url(approval))).content.decode()
+    assert f'data-offset="{len(text)}"' in body
