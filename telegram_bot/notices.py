@@ -1044,3 +1044,37 @@ def config_changed_notify_task(self, name: str, ok: bool, summary: str) -> None:
         config_changed_send(name=name, ok=ok, summary=summary)
     except TelegramSendError as exc:
         _retry_or_give_up(self, exc, lambda error: None)
+
+
+# ---------------------------------------------------------------- 超时通知的补发（R11）
+
+TIMEOUT_RECOVERY_AFTER = timedelta(minutes=5)
+TIMEOUT_RECOVERY_WINDOW = timedelta(hours=24)
+
+
+def timeout_notice_recover(*, limit: int = 50) -> list[int]:
+    """超时了却没有任何超时通知的记录（既没发出、也没记失败）：多半是提交后投递时 broker 不可用。
+
+    只补投一次：投递同时记一条 notify_failed（code=recovery_enqueued），之后任务自己的成功/失败记录接管，
+    扫描不会对一直失败的通知无限重投。
+    """
+    now = timezone.now()
+    handled = ApprovalEvent.objects.filter(
+        kind__in=[EventKind.NOTIFIED, EventKind.NOTIFY_FAILED], details__notice=NOTICE_TIMEOUT
+    ).values("approval_id")
+    owed = list(
+        Approval.objects.filter(status=Status.TIMEOUT, decided_at__lte=now - TIMEOUT_RECOVERY_AFTER,
+                                decided_at__gte=now - TIMEOUT_RECOVERY_WINDOW)
+        .exclude(pk__in=handled)
+        .order_by("decided_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    for approval_id in owed:
+        with transaction.atomic():
+            ApprovalEvent.objects.create(approval_id=approval_id, kind=EventKind.NOTIFY_FAILED,
+                                         channel=Channel.TELEGRAM,
+                                         details={"notice": NOTICE_TIMEOUT, "code": "recovery_enqueued"})
+            transaction.on_commit(lambda pk=approval_id: timeout_notice_task.delay(pk))
+    if owed:
+        logger.info("补投超时通知：%d 条", len(owed))
+    return owed

@@ -64,12 +64,12 @@ def approval_messages_refresh_task(self, approval_id: int) -> None:
 
 @shared_task(name=RECOVERY_TASK, ignore_result=True)
 def telegram_recovery_sweep_task(limit: int = 50) -> dict:
-    """补发扫描：没发出去的审批消息补发，显示旧状态的消息补改，丢失或中途死掉的构建结果通知重投。
+    """补发扫描：没发出去的审批消息补发，显示旧状态的消息补改，丢失或中途死掉的构建结果通知、超时通知重投。
 
     每类每次最多 limit 条。构建结果也放在这里：同一个节拍、同一个“Telegram 已配置”判断，不必再多一个 beat 条目。
     """
     if not services.telegram_configured():
-        return {"announce": [], "refresh": [], "build_results": []}
+        return {"announce": [], "refresh": [], "build_results": [], "timeout_notices": []}
     found = services.recovery_candidates(limit=limit)
     for approval_id in found["announce"]:
         approval_announce_task.delay(approval_id)
@@ -79,6 +79,7 @@ def telegram_recovery_sweep_task(limit: int = 50) -> dict:
         logger.info("Telegram 补发扫描：补发 %d 条，补改 %d 条", len(found["announce"]), len(found["refresh"]))
     # 投递在各自的事务提交之后（notices 内部用 on_commit）
     found["build_results"] = notices.build_result_recover(limit=limit)["requeued"]
+    found["timeout_notices"] = notices.timeout_notice_recover(limit=limit)
     return found
 
 

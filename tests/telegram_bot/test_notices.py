@@ -299,3 +299,25 @@ def test_a_long_digest_continues_in_a_new_task_when_its_time_budget_runs_out(fak
     shown = [pid for part in parts for pid in re.findall(r"<code>([0-9A-Z]{8})</code>", part.html)]
     assert sorted(shown) == sorted(a.public_id for a in many)
     assert ApprovalEvent.objects.filter(kind=EventKind.NOTIFIED, details__notice="reminder").count() == 40
+
+
+def test_timeout_notice_lost_with_the_broker_is_sent_once_by_the_recovery_sweep(
+    fake_tg, shop_rule, make_approval, django_capture_on_commit_callbacks
+):
+    """超时那一刻 broker 不可用（提交后的投递丢了）：补发扫描补发一次超时通知，之后不再重复。"""
+    from telegram_bot.tasks import telegram_recovery_sweep_task
+
+    approval = make_approval(timeout_minutes=1)
+    # 不执行提交后的回调：相当于投递任务时 broker 不可用
+    with time_machine.travel(timezone.now() + timedelta(minutes=2), tick=False), \
+            django_capture_on_commit_callbacks(execute=False):
+        assert timeout_sweep_task() == 1
+    assert fake_tg.calls_to("sendMessage") == []
+    with time_machine.travel(timezone.now() + timedelta(minutes=3), tick=False):
+        assert telegram_recovery_sweep_task()["timeout_notices"] == []  # 还不到 5 分钟：任务可能只是在排队
+    with time_machine.travel(timezone.now() + timedelta(minutes=9), tick=False), \
+            django_capture_on_commit_callbacks(execute=True):
+        assert telegram_recovery_sweep_task()["timeout_notices"] == [approval.pk]
+        assert telegram_recovery_sweep_task()["timeout_notices"] == []
+    notices = [m for m in fake_tg.chat_messages(GROUP_ID) if "审批已超时" in m.text]
+    assert len(notices) == 1 and approval.public_id in notices[0].text
