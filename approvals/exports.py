@@ -70,11 +70,12 @@ def approvals_csv_response(queryset: QuerySet[Approval]) -> StreamingHttpRespons
     def rows() -> Iterator[list[Any]]:
         for a in qs.iterator(chunk_size=500):
             yield [
-                a.public_id, _text(a.project), a.environment, _text(a.job_name), a.build_number, _text(a.version),
+                a.public_id, _text(a.project), _text(a.environment), _text(a.job_name), a.build_number,
+                _text(a.version),
                 _text(a.operation), _text(a.description), _text(a.requested_by), a.get_status_display(),
                 a.required_approvals, a.approve_votes, _time(a.created_at), _time(a.expires_at),
                 _time(a.decided_at), _text(a.decided_by_name), a.get_decision_channel_display(), _text(a.reason),
-                a.get_jenkins_action_state_display(), a.build_url,
+                a.get_jenkins_action_state_display(), _text(a.build_url),
             ]
 
     return _response("approvals", header, rows())
@@ -88,7 +89,7 @@ def events_csv_response(queryset: QuerySet[ApprovalEvent]) -> StreamingHttpRespo
     def rows() -> Iterator[list[Any]]:
         for e in qs.iterator(chunk_size=500):
             yield [
-                _time(e.created_at), e.approval.public_id, _text(e.approval.project), e.approval.environment,
+                _time(e.created_at), e.approval.public_id, _text(e.approval.project), _text(e.approval.environment),
                 e.get_kind_display(), _text(e.actor_name), e.get_channel_display(),
                 _text(json.dumps(e.details, ensure_ascii=False, sort_keys=True)) if e.details else "",
             ]

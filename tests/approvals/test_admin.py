@@ -232,7 +232,7 @@ def _csv(response) -> list[list[str]]:
 
 def test_export_approvals_csv_has_header_and_chinese_rows(client, bob_staff, shop_rule, make_approval):
     approval = make_approval(environment="生产", description="修复支付回调 🚀", operation="部署")
-    formula = make_approval(description="=HYPERLINK(\"http://evil\")")
+    formula = make_approval(description="=HYPERLINK(\"http://evil\")", environment="=cmd|' /c calc'!A0")
 
     response = client.post(CHANGELIST, {"action": "export_approvals_csv",
                                         helpers.ACTION_CHECKBOX_NAME: [approval.pk, formula.pk], "index": "0"})
@@ -252,6 +252,7 @@ def test_export_approvals_csv_has_header_and_chinese_rows(client, bob_staff, sho
     assert row[10:12] == ["2", "0"]
     # 公式被转义，Excel 里不会执行（CSV 注入）
     assert by_id[formula.public_id][7] == "'=HYPERLINK(\"http://evil\")"
+    assert by_id[formula.public_id][2].startswith("'=")  # 未知环境名原样保存，同样要转义
 
 
 def test_export_events_csv_from_approvals_and_from_history(client, bob_staff, shop_rule, make_approval):
