@@ -112,6 +112,15 @@ def already_decided_message(approval: Approval) -> str:
     }
 
 
+def already_decided_error(approval: Approval) -> AlreadyDecided:
+    """第二个、迟到的决定得到的 409：消息与 details 都说清谁、何时、什么结果。"""
+    return AlreadyDecided(
+        already_decided_message(approval),
+        details={"status": approval.status, "decided_by": approval.decided_by_name,
+                 "decided_at": approval.decided_at.isoformat() if approval.decided_at else None},
+    )
+
+
 def approval_get(public_id: str) -> Approval:
     """按对外编号取审批；编号人手输入，大小写与 I/O 混淆都容忍。"""
     normalized = normalize_public_id(public_id or "")
@@ -404,7 +413,7 @@ def approval_decide(
     if outcome is None:
         # 截止时间已过而扫描还没跑到：本次调用已把它置为超时（已提交），再告诉操作者
         expired = Approval.objects.get(pk=approval.pk if isinstance(approval, Approval) else approval)
-        raise AlreadyDecided(already_decided_message(expired), details={"status": expired.status})
+        raise already_decided_error(expired)
     return outcome
 
 
@@ -416,11 +425,7 @@ def _decide_locked(
         _expire_locked(locked)
         return None
     if locked.status != Status.PENDING:
-        raise AlreadyDecided(
-            already_decided_message(locked),
-            details={"status": locked.status, "decided_by": locked.decided_by_name,
-                     "decided_at": locked.decided_at.isoformat() if locked.decided_at else None},
-        )
+        raise already_decided_error(locked)
     result = check_can_approve(approver, project=locked.project, environment=locked.environment)
     if not result:
         raise PermissionDenied(result.reason, code=result.code)
@@ -446,7 +451,7 @@ def _decide_locked(
         if not closed:
             # 行锁之外的第二道保险：条件更新没改到行，说明别人已决定；抛出使本票随事务回滚
             locked.refresh_from_db()
-            raise AlreadyDecided(already_decided_message(locked), details={"status": locked.status})
+            raise already_decided_error(locked)
         return DecisionOutcome(locked, vote, final=True)
     event_record(approval=locked, kind=EventKind.VOTE, channel=channel, actor=approver,
                  details={"decision": decision, "reason": reason, "votes": received,
