@@ -104,14 +104,20 @@ def callback_url_allowed(url: str, servers: list[JenkinsServer]) -> bool:
 
 
 class JenkinsServerField(serializers.CharField):
-    """Jenkins 服务器名 → JenkinsServer；未知的名字是 400。"""
+    """Jenkins 服务器名 → JenkinsServer；未知的名字是 400。
+
+    长度在转换前检查：CharField 的 max_length 校验器跑在转换后的值（JenkinsServer）上，会变成 500。
+    """
 
     default_error_messages = {"unknown": gettext_lazy("未知的 Jenkins 服务器「{name}」。")}
+    NAME_MAX_LENGTH = 64  # JenkinsServer.name
 
     def to_internal_value(self, data: Any) -> JenkinsServer | None:
         name = super().to_internal_value(data)
         if not name:
             return None
+        if len(name) > self.NAME_MAX_LENGTH:
+            self.fail("max_length", max_length=self.NAME_MAX_LENGTH)
         server = JenkinsServer.objects.filter(name=name, is_active=True).first()
         if server is None:
             self.fail("unknown", name=name[:64])
@@ -121,7 +127,8 @@ class JenkinsServerField(serializers.CharField):
 class WaitInputSerializer(serializers.Serializer):
     project = serializers.CharField(required=False, allow_blank=True, max_length=200)
     job_name = serializers.CharField(required=False, allow_blank=True, max_length=255)
-    environment = serializers.CharField(required=False, allow_blank=True, max_length=64, default="")
+    # 长度上限与 approvals.models.Approval 的列一致：超长是 400，而不是 MySQL 上的 500（DataError）
+    environment = serializers.CharField(required=False, allow_blank=True, max_length=32, default="")
     build_number = serializers.IntegerField(required=False, min_value=0, max_value=2_147_483_647)
     build_url = serializers.CharField(required=False, allow_blank=True, max_length=500, default="",
                                       validators=[validate_http_url])
@@ -136,7 +143,7 @@ class WaitInputSerializer(serializers.Serializer):
                                                allow_null=True, default=None)
     wait = serializers.FloatField(required=False, min_value=0, max_value=60, default=0)
     id = serializers.CharField(required=False, allow_blank=True, max_length=32, default="")
-    jenkins = JenkinsServerField(required=False, allow_blank=True, max_length=64, default="")
+    jenkins = JenkinsServerField(required=False, allow_blank=True, allow_null=True, default=None)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if attrs.get("id"):
@@ -148,12 +155,14 @@ class WaitInputSerializer(serializers.Serializer):
             errors["build_number"] = [_("缺少构建号（build_number 或 BUILD_NUMBER）。")]
         callback = attrs.get("callback_url")
         if callback:
-            servers = list(JenkinsServer.objects.filter(is_active=True))
-            if attrs.get("jenkins") is None:
+            # 回调只发往这条审批所属的那台 Jenkins（它的回调认证头也只该发给它）；
+            # 没指定时就是默认服务器——全新安装时它那一行此刻才建立，所以先解析再检查
+            server = attrs.get("jenkins")
+            if not server:
                 from approvals.services import jenkins_server_default
 
-                servers.append(jenkins_server_default())
-            if not callback_url_allowed(callback, servers):
+                server = jenkins_server_default()
+            if not callback_url_allowed(callback, [server]):
                 errors["callback_url"] = [_("回调地址必须位于已配置的 Jenkins 地址之下。")]
         if errors:
             raise serializers.ValidationError(errors)
@@ -322,7 +331,7 @@ class BuildResultInputSerializer(serializers.Serializer):
     result = serializers.ChoiceField(choices=BuildResultValue.choices)
     duration = serializers.IntegerField(required=False, min_value=0, max_value=10**13, allow_null=True, default=None)
     id = serializers.CharField(required=False, allow_blank=True, max_length=32, default="")
-    jenkins = JenkinsServerField(required=False, allow_blank=True, max_length=64, default="")
+    jenkins = JenkinsServerField(required=False, allow_blank=True, allow_null=True, default=None)
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         if isinstance(data, dict) and isinstance(data.get("result"), str):
