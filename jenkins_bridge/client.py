@@ -17,7 +17,7 @@ import jenkins
 import requests
 from django.utils.translation import gettext as _
 
-from .models import JenkinsServer
+from .models import JenkinsServer, secret_env_name_problem
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ class BuildState:
     rejected_by: str | None
     rejected: bool
     raw: dict[str, Any]
+    rejections: int = 0  # Rejection 原因的个数（多个 input 的流水线里可能不止一个）
 
 
 def normalize_input_id(raw: str) -> str:
@@ -127,6 +128,11 @@ class JenkinsClient:
         if not server.base_url:
             raise JenkinsError(_("Jenkins「%(name)s」没有配置地址") % {"name": server.name}, permanent=True,
                               kind="not_configured")
+        problem = secret_env_name_problem(server.api_token_env)
+        if problem:
+            # 绕过后台直接写进库的非法变量名：宁可不连，也不把别的密钥当口令发出去
+            raise JenkinsError(_("Jenkins「%(name)s」的 API Token 环境变量名不可用：%(problem)s")
+                               % {"name": server.name, "problem": problem}, permanent=True, kind="not_configured")
         self.server = server
         self.timeout = timeout or server.timeout_seconds or 10.0
         token = server.api_token()
@@ -183,7 +189,7 @@ class JenkinsClient:
         info = self.build_info(job_name, number)
         approvers: list[str] = []
         rejected_by: str | None = None
-        rejected = False
+        rejections = 0
         for action in info.get("actions") or []:
             if not isinstance(action, dict):
                 continue
@@ -191,7 +197,7 @@ class JenkinsClient:
                 approvers.append(str(action["userId"]))
             for cause in action.get("causes") or []:
                 if isinstance(cause, dict) and cause.get("_class") == REJECTION_CLASS:
-                    rejected = True
+                    rejections += 1
                     user = cause.get("user") or {}
                     if isinstance(user, dict):
                         rejected_by = user.get("id") or user.get("fullName") or rejected_by
@@ -200,8 +206,9 @@ class JenkinsClient:
             result=info.get("result"),
             approvers=approvers,
             rejected_by=rejected_by,
-            rejected=rejected,
+            rejected=rejections > 0,
             raw=info,
+            rejections=rejections,
         )
 
     def console_text(self, job_name: str, number: int) -> str:
@@ -218,6 +225,21 @@ class JenkinsClient:
         more = (response.headers.get("X-More-Data") or "").lower() == "true"
         # Jenkins 的日志是 UTF-8；不依赖响应头里的 charset（反向代理常把它弄丢）
         return response.content.decode("utf-8", "replace"), size, more
+
+    def log_size(self, job_name: str, number: int) -> int | None:
+        """日志当前的字节数，不下载日志：对 progressiveText 发 HEAD，只看 X-Text-Size 头。
+
+        不能用 GET ?start=<很大>：Jenkins（stapler LargeText）把超出长度的 start 当作“日志被轮转”，从 0 返回全文。
+        拿不到（反向代理不放行 HEAD、没有该头）时返回 None，由调用方退回整段读取。
+        """
+        response = self._request(
+            "HEAD", f"{job_path(job_name)}{int(number)}/logText/progressiveText?start=0", what="progressiveText",
+        )
+        raw = response.headers.get("X-Text-Size")
+        try:
+            return int(raw) if raw is not None else None
+        except ValueError:
+            return None
 
     def pending_inputs(self, job_name: str, number: int) -> list[PendingInput]:
         data = self._json(f"{job_path(job_name)}{int(number)}/wfapi/pendingInputActions", what="pendingInputActions")

@@ -3,30 +3,83 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import re
 from pathlib import Path
+from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import models
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
+
+logger = logging.getLogger(__name__)
+
+# 由环境变量定义的那台默认 Jenkins（与 approvals.services.jenkins_server_default 的约定一致）
+ENV_SERVER_NAME = "default"
+ENV_SERVER_TOKEN_VARIABLE = "JENKINS_API_TOKEN"
+
+# 后台里填的是“环境变量名”：只允许普通的大写变量名
+SECRET_ENV_NAME_PATTERN = re.compile(r"^[A-Z][A-Z0-9_]{2,99}$")
+# 本服务自己的密钥与设置：后台用户（staff）不能借“检查连接”把它们当作 Jenkins 口令发到任意地址
+DENIED_SECRET_ENV_NAMES = frozenset({
+    "SECRET_KEY", "DJANGO_SECRET_KEY", "TELEGRAM_BOT_TOKEN", "TELEGRAM_WEBHOOK_SECRET", "TELEGRAM_PROXY_URL",
+    "APPROVAL_API_TOKEN", "APPROVAL_API_SIGNING_SECRET", "DATABASE_URL", "CELERY_BROKER_URL",
+    "CELERY_RESULT_BACKEND", "REDIS_URL", "SENTRY_DSN", "EMAIL_HOST_PASSWORD", "JENKINS_URL", "JENKINS_USER",
+})
+DENIED_SECRET_ENV_PREFIXES = ("DJANGO_", "TELEGRAM_", "APPROVAL_", "CELERY_", "DATABASE_", "DB_", "REDIS_", "APP_",
+                              "AWS_", "AZURE_", "GOOGLE_", "GCP_")
+# 明确允许：默认 Jenkins 的 token 就放在这里
+ALLOWED_SECRET_ENV_NAMES = frozenset({ENV_SERVER_TOKEN_VARIABLE})
+
+
+def secret_env_name_problem(name: str) -> str | None:
+    """变量名不能用时返回原因（给后台与日志看），能用返回 None。空串表示“不用密钥”，可以。"""
+    if not name:
+        return None
+    if name in ALLOWED_SECRET_ENV_NAMES:
+        return None
+    if not SECRET_ENV_NAME_PATTERN.match(name):
+        return gettext("环境变量名只能由大写字母、数字和下划线组成，以字母开头，长 3–100 个字符，如 JENKINS_PROD_API_TOKEN。")
+    bare = name[:-5] if name.endswith("_FILE") else name
+    if bare in DENIED_SECRET_ENV_NAMES or bare.startswith(DENIED_SECRET_ENV_PREFIXES):
+        return gettext("「%(name)s」是本服务自己的密钥或设置，不能用作 Jenkins 或 API 的密钥变量。") % {"name": name}
+    return None
+
+
+def validate_secret_env_name(value: str) -> None:
+    problem = secret_env_name_problem(value)
+    if problem:
+        raise ValidationError(problem, code="invalid_secret_env")
 
 
 def read_secret_env(name: str) -> str:
-    """按变量名读取密钥：NAME 或 NAME_FILE（与 settings.secret 相同的约定）；密钥从不入库（C9）。"""
+    """按变量名读取密钥：进程环境变量 NAME，或 NAME_FILE 指向的文件（与 settings.secret 相同的约定）。
+
+    不读 Django settings：否则后台里填 SECRET_KEY 之类就能读出任意设置。不合规的变量名在这里再拒绝一次
+    （绕过后台直接写库的情况），返回空串并记日志。密钥从不入库（C9）。
+    """
     if not name:
         return ""
-    from django.conf import settings
-
-    # settings 里已经读过的同名密钥优先（测试与 .env 都经由 settings）
-    value = getattr(settings, name, None)
-    if isinstance(value, str) and value:
-        return value
+    problem = secret_env_name_problem(name)
+    if problem:
+        logger.warning("拒绝读取密钥变量 %s：%s", name, problem)
+        return ""
     file_path = os.environ.get(f"{name}_FILE")
     if file_path:
         try:
             return Path(file_path).read_text(encoding="utf-8").strip()
         except OSError:
+            logger.warning("读取密钥文件 %s_FILE 失败", name)
             return ""
-    return os.environ.get(name, "")
+    value = os.environ.get(name, "")
+    if not value and name == ENV_SERVER_TOKEN_VARIABLE:
+        # 默认 Jenkins 的 token 由 settings 读取过（测试或嵌入式部署可能只在 settings 里设置）
+        from django.conf import settings
+
+        value = getattr(settings, ENV_SERVER_TOKEN_VARIABLE, "") or ""
+    return value
 
 
 class JenkinsServer(models.Model):
@@ -35,11 +88,13 @@ class JenkinsServer(models.Model):
     username = models.CharField(_("用户名"), max_length=150, blank=True)
     # 密钥只从环境变量读取（C9）：这里存变量名，不存 token 本身
     api_token_env = models.CharField(
-        _("API Token 环境变量名"), max_length=100, blank=True, help_text=_("如 JENKINS_PROD_API_TOKEN")
+        _("API Token 环境变量名"), max_length=100, blank=True, help_text=_("如 JENKINS_PROD_API_TOKEN"),
+        validators=[validate_secret_env_name],
     )
     webhook_auth_header_env = models.CharField(
         _("回调 Authorization 头环境变量名"), max_length=100, blank=True,
         help_text=_("Webhook Step 回调需要认证时，从该环境变量读取 Authorization 头的值"),
+        validators=[validate_secret_env_name],
     )
     approver_parameter = models.CharField(
         _("审批人参数名"), max_length=100, blank=True, default="APPROVER",
@@ -58,6 +113,37 @@ class JenkinsServer(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @classmethod
+    def from_db(cls, db: str | None, field_names: Any, values: Any) -> JenkinsServer:
+        instance = super().from_db(db, field_names, values)
+        instance.apply_environment()
+        return instance
+
+    @property
+    def is_env_backed(self) -> bool:
+        """由 JENKINS_URL / JENKINS_USER / JENKINS_API_TOKEN 定义的那台默认 Jenkins。"""
+        return self.name == ENV_SERVER_NAME and self.api_token_env == ENV_SERVER_TOKEN_VARIABLE
+
+    def apply_environment(self) -> None:
+        """环境变量定义的那台以当前环境变量为准：库里抄下的是第一次用到时的旧值，运维改了地址后不能还用它。"""
+        from django.conf import settings
+
+        if self.is_env_backed and settings.JENKINS_URL:
+            self.url, self.username = settings.JENKINS_URL, settings.JENKINS_USER
+
+    @classmethod
+    def env_server_sync(cls) -> int:
+        """把库里那一行也改成当前的环境变量（读出的对象已由 from_db 更正，这里只为按 url 筛选的查询）。"""
+        from django.conf import settings
+
+        if not settings.JENKINS_URL:
+            return 0
+        return (
+            cls.objects.filter(name=ENV_SERVER_NAME, api_token_env=ENV_SERVER_TOKEN_VARIABLE)
+            .exclude(url=settings.JENKINS_URL, username=settings.JENKINS_USER)
+            .update(url=settings.JENKINS_URL, username=settings.JENKINS_USER)
+        )
 
     @property
     def base_url(self) -> str:
@@ -91,6 +177,7 @@ class ApiToken(models.Model):
     signing_secret_env = models.CharField(
         _("签名密钥环境变量名"), max_length=100, blank=True,
         help_text=_("设置后请求必须带 X-Approval-Signature（HMAC-SHA256，5 分钟有效）"),
+        validators=[validate_secret_env_name],
     )
     description = models.CharField(_("说明"), max_length=200, blank=True)
     is_active = models.BooleanField(_("启用"), default=True)
@@ -106,6 +193,7 @@ class ApiToken(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.key_prefix}…)"
 
+
     def signing_secret(self) -> str:
         return read_secret_env(self.signing_secret_env)
 
@@ -120,6 +208,16 @@ class BuildWatch(models.Model):
     input_seen_at = models.DateTimeField(_("看到 input 等待"), null=True, blank=True)
     # 我们向 Jenkins 发出继续/中止请求的时间：超时后重试遇到 404 时据此判定“其实已经成功”
     action_sent_at = models.DateTimeField(_("已发送操作"), null=True, blank=True)
+    # 第一次看到 input 等待时构建上已有的 ApproverAction / Rejection 数：之后只有新增的才算这个 input 的结果
+    # （多个 input 的流水线里，前一个 input 的批准人不能被当成这个 input 的批准人）
+    approvers_before = models.PositiveIntegerField(_("看到 input 时已有的批准记录"), null=True, blank=True)
+    rejections_before = models.PositiveIntegerField(_("看到 input 时已有的中止记录"), null=True, blank=True)
+    # 镜像任务成功读到过这个构建：之后的 404 才能说明构建被删了（否则可能只是服务账号无权查看）
+    build_seen_at = models.DateTimeField(_("看到构建"), null=True, blank=True)
+    not_found_count = models.PositiveIntegerField(_("连续 404 次数"), default=0)
+    not_found_since = models.DateTimeField(_("首次 404"), null=True, blank=True)
+    # 决定已做出、流水线还没走到 input：不占用重试次数，由镜像任务在 input 出现（或构建结束）时重新投递
+    awaiting_input_since = models.DateTimeField(_("等待 input 出现"), null=True, blank=True)
     checked_at = models.DateTimeField(_("最近检查"), null=True, blank=True, db_index=True)
     last_error = models.TextField(_("最近错误"), blank=True)
 

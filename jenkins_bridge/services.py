@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.utils import timezone
@@ -16,8 +17,8 @@ from django.utils.translation import gettext as _
 from approvals.models import Approval, ResumeMode, Status
 from approvals.services import approval_cancel, approval_mirror_decision
 
-from .client import JenkinsClient, JenkinsError, PendingInput, normalize_input_id
-from .models import ApiScope, ApiToken, BuildWatch, hash_token
+from .client import BuildState, JenkinsClient, JenkinsError, PendingInput, normalize_input_id
+from .models import ApiScope, ApiToken, BuildWatch, hash_token, secret_env_name_problem
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +70,10 @@ def _input_gone(client: JenkinsClient, approval: Approval, watch: BuildWatch, ca
         return ResumeResult("already_done", {"note": _("input 已不在等待，之前的请求已送达")})
     state = client.build_state(approval.job_name, approval.build_number)  # 404 → 永久：构建已不存在
     service_user = (approval.jenkins_server.username or "").lower()
-    others = [u for u in state.approvers if u.lower() != service_user]
-    if others or (state.rejected and (state.rejected_by or "").lower() != service_user):
+    # 看到过 input 等待时只认之后新增的记录（多个 input 的流水线里，前一个 input 的批准人不算）
+    others = [u for u in state.approvers[watch.approvers_before or 0:] if u.lower() != service_user]
+    rejected = state.rejections > (watch.rejections_before or 0)
+    if others or (rejected and (state.rejected_by or "").lower() != service_user):
         who = others[-1] if others else (state.rejected_by or "")
         raise JenkinsError(
             _("input 已在 Jenkins 中被 %(who)s 处理") % {"who": who or "?"}, permanent=True, kind="input_answered"
@@ -162,6 +165,47 @@ def approval_resume_jenkins(approval: Approval) -> ResumeResult:
 # ---------------------------------------------------------------- X12：镜像 Jenkins 里发生的事
 
 
+# 从没成功读到过的构建连续 404 多少次、持续多久才当作“已删除”：服务账号没有查看权限时 Jenkins 也回 404，
+# 不能因为一次配置错误在一分钟内取消全部待审批
+MIRROR_NOT_FOUND_LIMIT = 5
+MIRROR_NOT_FOUND_MIN_AGE = timedelta(minutes=10)
+
+
+def _mirror_not_found(approval: Approval, watch: BuildWatch, now: datetime, exc: JenkinsError) -> str:
+    """构建 404：看到过它才说明被删了；从没看到过就累计，连续够多次且够久才取消。"""
+    count = watch.not_found_count + 1
+    since = watch.not_found_since or now
+    if watch.build_seen_at is not None or (count >= MIRROR_NOT_FOUND_LIMIT and now - since >= MIRROR_NOT_FOUND_MIN_AGE):
+        approval_cancel(approval=approval, reason=_("构建已在 Jenkins 中被删除"), channel="jenkins")
+        BuildWatch.objects.filter(pk=watch.pk).update(checked_at=now, last_error="", not_found_count=count,
+                                                      not_found_since=since)
+        return "build_gone"
+    note = _("构建返回 404（不存在，或服务账号无权查看）；连续 %(n)s 次") % {"n": count}
+    BuildWatch.objects.filter(pk=watch.pk).update(checked_at=now, last_error=f"{exc.message}: {note}"[:2000],
+                                                  not_found_count=count, not_found_since=since)
+    return "not_found"
+
+
+def _mirror_input_gone(approval: Approval, watch: BuildWatch, state: BuildState) -> str:
+    """看到过的 input 不在等待了。只有确凿的证据才镜像成决定：
+
+    - 看到 input 之后新增了非服务账号的 ApproverAction → 在 Jenkins 里批准了；
+    - 新增了 Rejection（catchError 等会在构建结束前记下），或构建以 ABORTED 结束 → 在 Jenkins 里中止了；
+    - 否则（点了 Abort 或 timeout 触发、构建还在跑 post{}，Jenkins 要到构建结束才记下中止原因）→ 下一轮再看。
+    """
+    service_user = (approval.jenkins_server.username or "").lower()
+    new_approvers = [u for u in state.approvers[watch.approvers_before or 0:] if u.lower() != service_user]
+    if new_approvers:
+        approval_mirror_decision(approval=approval, approved=True, decided_by=new_approvers[-1],
+                                 reason=_("在 Jenkins 中批准"))
+        return "mirrored_approved"
+    if state.rejections > (watch.rejections_before or 0) or (not state.building and state.result == "ABORTED"):
+        approval_mirror_decision(approval=approval, approved=False, decided_by=state.rejected_by or "",
+                                 reason=_("在 Jenkins 中中止"))
+        return "mirrored_rejected"
+    return "input_gone"
+
+
 def approval_mirror_check(approval: Approval) -> str:
     """检查一条待审批的构建：构建已结束 → cancelled；input 在 Jenkins 里被处理 → 同样的决定。
 
@@ -177,41 +221,57 @@ def approval_mirror_check(approval: Approval) -> str:
     except JenkinsError as exc:
         if exc.kind != "not_found":
             raise
-        approval_cancel(approval=approval, reason=_("构建已在 Jenkins 中被删除"), channel="jenkins")
-        return "build_gone"
+        return _mirror_not_found(approval, watch, now, exc)
+    updates: dict[str, Any] = {"checked_at": now, "last_error": "", "not_found_count": 0, "not_found_since": None}
+    if watch.build_seen_at is None:
+        updates["build_seen_at"] = now
     outcome = "waiting"
-    if approval.resume_mode == ResumeMode.INPUT and state.building:
-        try:
-            inputs = client.pending_inputs(approval.job_name, approval.build_number)
-        except JenkinsError as exc:
-            if exc.kind != "not_found":
-                raise
-            inputs = None
-        if inputs is not None:
-            if _find_pending(inputs, approval.input_id):
-                if watch.input_seen_at is None:
-                    BuildWatch.objects.filter(pk=watch.pk).update(input_seen_at=now)
-                outcome = "input_pending"
-            elif watch.input_seen_at is not None:
-                service_user = (approval.jenkins_server.username or "").lower()
-                others = [u for u in state.approvers if u.lower() != service_user]
-                # 在 Jenkins 界面里批准了：构建继续往下跑
-                approval_mirror_decision(approval=approval, approved=True, decided_by=others[-1] if others else "",
-                                         reason=_("在 Jenkins 中批准"))
-                outcome = "mirrored_approved"
-    if outcome == "waiting" and not state.building:
-        if approval.resume_mode == ResumeMode.INPUT and watch.input_seen_at is not None and (
-            state.rejected or state.result == "ABORTED"
-        ):
-            approval_mirror_decision(approval=approval, approved=False, decided_by=state.rejected_by or "",
-                                     reason=_("在 Jenkins 中中止"))
-            outcome = "mirrored_rejected"
-        else:
-            approval_cancel(approval=approval, reason=_("构建已结束（%(result)s）") % {"result": state.result or "-"},
-                            channel="jenkins")
-            outcome = "build_finished"
-    BuildWatch.objects.filter(pk=watch.pk).update(checked_at=now, last_error="")
+    if approval.resume_mode == ResumeMode.INPUT:
+        inputs: list[PendingInput] | None = None
+        if state.building:
+            try:
+                inputs = client.pending_inputs(approval.job_name, approval.build_number)
+            except JenkinsError as exc:
+                if exc.kind != "not_found":
+                    raise
+        if inputs is not None and _find_pending(inputs, approval.input_id):
+            if watch.input_seen_at is None:
+                # 记下此刻已有的批准/中止记录数：之后只认新增的
+                updates.update(input_seen_at=now, approvers_before=len(state.approvers),
+                               rejections_before=state.rejections)
+            outcome = "input_pending"
+        elif watch.input_seen_at is not None and (inputs is not None or not state.building):
+            outcome = _mirror_input_gone(approval, watch, state)
+    if outcome in ("waiting", "input_gone") and not state.building:
+        approval_cancel(approval=approval, reason=_("构建已结束（%(result)s）") % {"result": state.result or "-"},
+                        channel="jenkins")
+        outcome = "build_finished"
+    BuildWatch.objects.filter(pk=watch.pk).update(**updates)
     return outcome
+
+
+def approval_input_ready_check(approval: Approval) -> bool:
+    """决定已做出、之前 input 还没出现的审批：现在该不该重新执行 Jenkins 操作？
+
+    input 已在等待、读不到等待列表（没装 wfapi，只能直接试）或构建已结束（执行时会记录为永久失败）→ True。
+    """
+    client = JenkinsClient(approval.jenkins_server)
+    try:
+        inputs = client.pending_inputs(approval.job_name, approval.build_number)
+    except JenkinsError as exc:
+        if exc.kind != "not_found":
+            raise
+        return True
+    if _find_pending(inputs, approval.input_id):
+        return True
+    try:
+        state = client.build_state(approval.job_name, approval.build_number)
+    except JenkinsError as exc:
+        if exc.kind != "not_found":
+            raise
+        return True
+    BuildWatch.objects.filter(approval=approval).update(checked_at=timezone.now(), last_error="")
+    return not state.building
 
 
 # ---------------------------------------------------------------- API token
@@ -225,6 +285,9 @@ def api_token_create(*, name: str, scopes: list[str], signing_secret_env: str = 
     unknown = sorted(set(scopes) - set(ApiScope.values))
     if unknown or not scopes:
         raise ValueError(_("未知或缺少的权限范围：%(s)s（可选 jenkins、approve、read）") % {"s": ", ".join(unknown) or "-"})
+    problem = secret_env_name_problem(signing_secret_env)
+    if problem:
+        raise ValueError(problem)
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
     values = {"key_prefix": raw[:12], "token_hash": hash_token(raw), "scopes": sorted(set(scopes)),
               "signing_secret_env": signing_secret_env, "description": description, "is_active": True,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from datetime import datetime, timedelta
 
 from celery import shared_task
@@ -13,12 +14,12 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from approvals.effects import JENKINS_RESUME_TASK
-from approvals.models import Approval, JenkinsActionState, Status
+from approvals.models import Approval, JenkinsActionState, ResumeMode, Status
 from approvals.services import approval_record_jenkins_action
 
 from .client import JenkinsError
-from .models import BuildWatch
-from .services import approval_mirror_check, approval_resume_jenkins
+from .models import BuildWatch, JenkinsServer
+from .services import approval_input_ready_check, approval_mirror_check, approval_resume_jenkins
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,12 @@ RESUME_MAX_RETRIES = 12
 # 恢复扫描：最后一次尝试之后超过“最长退避 + 余量”仍是 pending，说明重试消息丢了
 RECOVERY_GRACE_SECONDS = 120
 MIRROR_BATCH = 200
+# 镜像任务每轮的时间预算：低于任务的软时限（60 秒），查不完的留给下一轮
+MIRROR_TIME_BUDGET_SECONDS = 40.0
+# 这些错误说明整台 Jenkins 不可用（而不是某个构建的问题）：本轮跳过它余下的构建
+CIRCUIT_BREAKING_KINDS = frozenset({"connection", "timeout", "auth", "not_configured"})
+# “input 尚未进入等待”先快速重试几次（5、10、20 秒），之后交给镜像任务，不占用 RESUME_MAX_RETRIES
+INPUT_WAIT_FAST_RETRIES = 3
 
 
 def retry_countdown(retries: int, *, cap: float | None = None) -> float:
@@ -46,6 +53,9 @@ def approval_resume_task(self, approval_id: int) -> str:
     try:
         result = approval_resume_jenkins(approval)
     except JenkinsError as exc:
+        if exc.kind == "input_not_pending":
+            return _wait_for_input(self, approval, exc)
+        _input_wait_end(approval_id)
         retries = self.request.retries or 0
         give_up = exc.permanent or retries >= RESUME_MAX_RETRIES
         error = exc.message if exc.permanent or not give_up else _("%(error)s（已重试 %(n)s 次，放弃）") % {
@@ -65,10 +75,39 @@ def approval_resume_task(self, approval_id: int) -> str:
             return "retry_later"
         logger.info("审批 %s 的 Jenkins 操作暂时失败，%s 秒后重试：%s", approval.public_id, countdown, exc.message)
         raise self.retry(exc=exc, countdown=countdown) from exc
+    _input_wait_end(approval_id)
     if _already_done(approval_id):
         return "skip"
     approval_record_jenkins_action(approval=approval_id, ok=True, action=result.action, details=result.details)
     return result.action
+
+
+def _wait_for_input(task, approval: Approval, exc: JenkinsError) -> str:
+    """构建还在跑、只是还没走到 input：不是失败，也不占用重试次数。
+
+    先按退避快速重试几次（通常几秒后就走到了）；之后交给镜像任务，它在 input 出现或构建结束时重新投递。
+    历史里只在开始等待时记一条，不会每次检查都写。
+    """
+    now = timezone.now()
+    BuildWatch.objects.get_or_create(approval=approval)
+    started = BuildWatch.objects.filter(approval=approval, awaiting_input_since__isnull=True).update(
+        awaiting_input_since=now)
+    if started and not _already_done(approval.pk):
+        approval_record_jenkins_action(
+            approval=approval.pk, ok=False, action=approval.resume_mode, permanent=False,
+            error=_("%(error)s：构建仍在运行，input 出现后自动继续") % {"error": exc.message},
+            details={"kind": exc.kind, "status": exc.status, "attempt": (task.request.retries or 0) + 1},
+        )
+    retries = task.request.retries or 0
+    if task.request.is_eager or retries >= INPUT_WAIT_FAST_RETRIES:
+        return "waiting_input"
+    raise task.retry(exc=exc, countdown=retry_countdown(retries))
+
+
+def _input_wait_end(approval_id: int) -> None:
+    """有了别的结果（成功、其他错误）：不再由镜像任务等 input，恢复扫描照常接管暂时失败。"""
+    BuildWatch.objects.filter(approval_id=approval_id, awaiting_input_since__isnull=False).update(
+        awaiting_input_since=None)
 
 
 def _already_done(approval_id: int) -> bool:
@@ -85,6 +124,8 @@ def jenkins_action_recovery_task(now: str | None = None) -> int:
     ids = list(
         Approval.objects.filter(jenkins_action_state=JenkinsActionState.PENDING)
         .filter(Q(jenkins_action_at__isnull=True, decided_at__lte=never_tried) | Q(jenkins_action_at__lte=stale_attempt))
+        # 在等 input 出现的由镜像任务负责（它知道 input 何时出现）；这里再投递只会每分钟空跑一次
+        .exclude(jenkins_watch__awaiting_input_since__isnull=False)
         .order_by("decided_at")
         .values_list("pk", flat=True)[:500]
     )
@@ -95,10 +136,49 @@ def jenkins_action_recovery_task(now: str | None = None) -> int:
     return len(ids)
 
 
+class _RunGuard:
+    """镜像任务一轮的保护：时间预算，以及对连不上的 Jenkins 熔断（本轮跳过它余下的构建）。
+
+    否则一台被黑洞的 Jenkins 会让每轮花上 200 × 超时秒数，远超任务的软时限。
+    """
+
+    def __init__(self, budget: float) -> None:
+        self.deadline = time.monotonic() + budget
+        self.broken: set[int] = set()
+
+    def skip_reason(self, approval: Approval) -> str | None:
+        if approval.jenkins_server_id in self.broken:
+            return "skipped"
+        if time.monotonic() >= self.deadline:
+            return "deferred"
+        return None
+
+    def failed(self, approval: Approval, exc: JenkinsError) -> None:
+        if exc.kind in CIRCUIT_BREAKING_KINDS:
+            self.broken.add(approval.jenkins_server_id)
+
+
+def _record_watch_error(approval: Approval, exc: JenkinsError) -> None:
+    # 暂时连不上 Jenkins：记在观察记录上，下一轮再看；不写审批历史（否则每分钟一条）
+    BuildWatch.objects.update_or_create(
+        approval=approval, defaults={"checked_at": timezone.now(), "last_error": exc.message[:2000]}
+    )
+
+
 @shared_task(name="jenkins_bridge.tasks.jenkins_build_mirror_task", ignore_result=True)
 def jenkins_build_mirror_task() -> dict[str, int]:
-    """X12：检查待审批的构建——结束了或在 Jenkins 里被处理了，就关闭审批，Telegram 不再显示过期请求。"""
+    """X12：检查待审批的构建——结束了或在 Jenkins 里被处理了，就关闭审批，Telegram 不再显示过期请求。
+
+    同一轮里也照看“决定已做出、在等 input 出现”的审批：input 出现或构建结束时重新投递 Jenkins 操作。
+    """
+    # 环境变量定义的默认 Jenkins 改了地址：先让库里那一行跟上（下面的筛选条件用到 url）
+    JenkinsServer.env_server_sync()
     counts: dict[str, int] = {}
+    guard = _RunGuard(MIRROR_TIME_BUDGET_SECONDS)
+
+    def count(outcome: str) -> None:
+        counts[outcome] = counts.get(outcome, 0) + 1
+
     pending = (
         Approval.objects.select_related("jenkins_server")
         .filter(status=Status.PENDING, jenkins_server__is_active=True)
@@ -107,13 +187,40 @@ def jenkins_build_mirror_task() -> dict[str, int]:
         .order_by(F("jenkins_watch__checked_at").asc(nulls_first=True), "created_at")[:MIRROR_BATCH]
     )
     for approval in pending:
+        skip = guard.skip_reason(approval)
+        if skip:
+            count(skip)
+            continue
         try:
             outcome = approval_mirror_check(approval)
         except JenkinsError as exc:
-            # 暂时连不上 Jenkins：记在观察记录上，下一轮再看；不写审批历史（否则每分钟一条）
-            BuildWatch.objects.update_or_create(
-                approval=approval, defaults={"checked_at": timezone.now(), "last_error": exc.message[:2000]}
-            )
+            _record_watch_error(approval, exc)
+            guard.failed(approval, exc)
             outcome = "error"
-        counts[outcome] = counts.get(outcome, 0) + 1
+        count(outcome)
+
+    awaiting = (
+        Approval.objects.select_related("jenkins_server")
+        .filter(jenkins_action_state=JenkinsActionState.PENDING, resume_mode=ResumeMode.INPUT,
+                jenkins_watch__awaiting_input_since__isnull=False, jenkins_server__is_active=True)
+        .exclude(jenkins_server__url="")
+        .order_by(F("jenkins_watch__checked_at").asc(nulls_first=True), "decided_at")[:MIRROR_BATCH]
+    )
+    for approval in awaiting:
+        skip = guard.skip_reason(approval)
+        if skip:
+            count(skip)
+            continue
+        try:
+            ready = approval_input_ready_check(approval)
+        except JenkinsError as exc:
+            _record_watch_error(approval, exc)
+            guard.failed(approval, exc)
+            count("error")
+            continue
+        if ready:
+            approval_resume_task.delay(approval.pk)
+            count("resume_queued")
+        else:
+            count("input_waiting")
     return counts

@@ -3,7 +3,9 @@
 照着真实 Jenkins 与插件的行为实现：
 - 锁定的控制器：匿名请求 403（响应都带 X-Jenkins 头），错误口令 401，Basic 认证；
 - crumbIssuer/api/json 发放与会话（JSESSIONID）绑定的 crumb，POST 必须带 Jenkins-Crumb 头；
-- 构建 api/json（ApproverAction、InterruptedBuildAction/Rejection）、consoleText、logText/progressiveText；
+- 构建 api/json（ApproverAction、InterruptedBuildAction/Rejection）、consoleText、logText/progressiveText
+  （GET 与 HEAD；超出长度的 start 按 stapler LargeText 视为日志轮转、从头返回全文）；
+- 中止 input 而流水线继续跑 post{}：Rejection 要到构建结束才出现在 actions 里（answer_input(keep_building=True)）；
 - pipeline-input-step：{build}/input/{Id}/proceedEmpty、/proceed（表单字段 json 里的 parameter 列表，
   未声明的参数 → 500）、/abort；id 区分大小写（InputStep 会把首字母大写）；已处理的 input → 404；
 - pipeline-stage-view：{build}/wfapi/pendingInputActions；
@@ -45,6 +47,9 @@ class FakeBuild:
     actions: list[dict[str, Any]] = field(default_factory=list)
     console: str = "Started by user Dave\n[Pipeline] stage\n[Pipeline] { (Build)\n"
     submitted: list[dict[str, Any]] = field(default_factory=list)  # 每次 proceed 的参数
+    # 构建结束时才记下的动作：中止 input 的 Rejection 在 FlowInterruptedException 里，
+    # 直到构建结束（或被 catchError 捕获）才变成 InterruptedBuildAction
+    deferred_actions: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -54,6 +59,7 @@ class Recorded:
     user: str | None
     headers: dict[str, str]
     body: bytes
+    response_bytes: int = 0  # 响应体的字节数（测试“只传了末尾”用）
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -132,11 +138,19 @@ class FakeJenkins:
             build = self.builds[(job, number)]
             build.building, build.result = False, result
             build.inputs.clear()
+            build.actions.extend(build.deferred_actions)
+            build.deferred_actions.clear()
 
-    def answer_input(self, job: str, number: int, input_id: str, *, user: str, approve: bool) -> None:
-        """模拟有人在 Jenkins 自己的界面里点了 Proceed / Abort。"""
+    def answer_input(self, job: str, number: int, input_id: str, *, user: str | None, approve: bool,
+                     keep_building: bool = False, rejection_visible: bool = False) -> None:
+        """模拟有人在 Jenkins 自己的界面里点了 Proceed / Abort（user=None：timeout { input } 到时，由系统中止）。
+
+        keep_building=True 的中止：流水线还在跑 post{}/清理，构建要等 finish() 才结束；按真实 Jenkins，
+        Rejection 原因到那时才出现在构建的 actions 里，除非 rejection_visible=True（catchError 捕获时当场记下）。
+        """
         with self._lock:
-            self._settle(self.builds[(job, number)], input_id, user=user, approve=approve, params=None)
+            self._settle(self.builds[(job, number)], input_id, user=user, approve=approve, params=None,
+                         keep_building=keep_building, rejection_visible=rejection_visible)
 
     def register_webhook(self, token: str | None = None, *, auth_token: str | None = None,
                          waiting: bool = True) -> str:
@@ -159,22 +173,27 @@ class FakeJenkins:
     # ------------------------------------------------------------ 内部
 
     def _settle(self, build: FakeBuild, input_id: str, *, user: str | None, approve: bool,
-                params: dict[str, Any] | None) -> None:
+                params: dict[str, Any] | None, keep_building: bool = False, rejection_visible: bool = False) -> None:
         build.inputs.pop(input_id)
         if approve:
-            build.actions.append({"_class": "org.jenkinsci.plugins.workflow.support.steps.input.ApproverAction",
-                                  "userId": user})
+            if user:  # InputStepExecution.proceed：User.current() 为空时不记 ApproverAction
+                build.actions.append({"_class": "org.jenkinsci.plugins.workflow.support.steps.input.ApproverAction",
+                                      "userId": user})
             build.submitted.append(params or {})
             build.console += f"Approved by {user}\n"
-        else:
-            build.actions.append({
-                "_class": "jenkins.model.InterruptedBuildAction",
-                "causes": [{"_class": "org.jenkinsci.plugins.workflow.support.steps.input.Rejection",
-                            "shortDescription": f"Rejected by {user}",
-                            "user": {"id": user, "fullName": user}}],
-            })
-            build.building, build.result = False, "ABORTED"
-            build.console += f"Rejected by {user}\nFinished: ABORTED\n"
+            return
+        cause: dict[str, Any] = {"_class": "org.jenkinsci.plugins.workflow.support.steps.input.Rejection",
+                                 "shortDescription": f"Rejected by {user or 'SYSTEM'}"}
+        if user:
+            cause["user"] = {"id": user, "fullName": user}
+        action = {"_class": "jenkins.model.InterruptedBuildAction", "causes": [cause]}
+        build.console += f"Rejected by {user or 'SYSTEM'}\n"
+        if keep_building:
+            (build.actions if rejection_visible else build.deferred_actions).append(action)
+            return
+        build.actions.append(action)
+        build.building, build.result = False, "ABORTED"
+        build.console += "Finished: ABORTED\n"
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         fake = self
@@ -190,6 +209,10 @@ class FakeJenkins:
 
             def do_POST(self) -> None:
                 fake._dispatch(self, "POST")
+
+            def do_HEAD(self) -> None:
+                # stapler 的 web 方法不限定 HTTP 动词：HEAD 与 GET 走同一个方法，容器丢掉响应体
+                fake._dispatch(self, "HEAD")
 
         return Handler
 
@@ -207,7 +230,11 @@ class FakeJenkins:
         for key, value in (headers or {}).items():
             h.send_header(key, value)
         h.end_headers()
-        h.wfile.write(body)
+        if h.command != "HEAD":
+            h.wfile.write(body)
+            recorded = getattr(h, "recorded", None)
+            if recorded is not None:
+                recorded.response_bytes += len(body)
 
     def _user(self, h: BaseHTTPRequestHandler) -> tuple[str | None, bool]:
         """返回 (用户, 凭据是否有效)。"""
@@ -228,7 +255,8 @@ class FakeJenkins:
         query = parse_qs(parts.query)
         user, valid = self._user(h)
         with self._lock:
-            self.requests.append(Recorded(method, h.path, user, dict(h.headers), body))
+            h.recorded = Recorded(method, h.path, user, dict(h.headers), body)
+            self.requests.append(h.recorded)
             failure = next((f for f in self._failures if f[1] in h.path), None)
             if failure:
                 self._failures.remove(failure)
@@ -305,9 +333,11 @@ class FakeJenkins:
             })
         if method == "GET" and tail == ["consoleText"]:
             return self._send(h, 200, build.console)
-        if method == "GET" and tail == ["logText", "progressiveText"]:
+        if method in ("GET", "HEAD") and tail == ["logText", "progressiveText"]:
             start = int((query.get("start") or ["0"])[0])
             data = build.console.encode("utf-8")
+            if start > len(data):
+                start = 0  # stapler LargeText：超出长度的 start 视为“日志被轮转”，从头返回全文
             headers = {"X-Text-Size": str(len(data))}
             if build.building:
                 headers["X-More-Data"] = "true"

@@ -22,7 +22,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from ..client import JenkinsClient, JenkinsError
-from ..models import JenkinsServer
+from ..models import ENV_SERVER_NAME, ENV_SERVER_TOKEN_VARIABLE, JenkinsServer
 
 logger = logging.getLogger(__name__)
 
@@ -86,8 +86,13 @@ def _check_one_jenkins(server: JenkinsServer) -> dict[str, Any]:
 
 
 def check_jenkins() -> dict[str, Any]:
+    # 环境变量定义的默认 Jenkins 在读出时已换成当前的 JENKINS_URL（JenkinsServer.from_db），缓存键里也有地址
     servers = [s for s in JenkinsServer.objects.filter(is_active=True) if s.base_url]
-    if not servers and not settings.JENKINS_URL:
+    if not servers and settings.JENKINS_URL:
+        # 还没有任何审批、默认服务器那一行尚未建立：按环境变量检查（GET /health 不写库）
+        servers = [JenkinsServer(name=ENV_SERVER_NAME, api_token_env=ENV_SERVER_TOKEN_VARIABLE,
+                                 url=settings.JENKINS_URL, username=settings.JENKINS_USER, is_default=True)]
+    if not servers:
         return {"status": "not_configured", "servers": {}}
     result: dict[str, Any] = {}
     for server in servers:

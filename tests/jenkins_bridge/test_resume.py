@@ -231,3 +231,72 @@ def test_worker_mode_schedules_retry_with_backoff(jenkins_server, fake_jenkins, 
         approval_resume_task.pop_request()
         app.conf.task_always_eager = True
     assert 0 < float(exc.value.when) <= 40  # 5 × 2³ = 40 秒封顶（带抖动）
+
+
+def _run_as_worker(approval_id: int, retries: int):
+    """像真 worker 那样执行一次（非 eager）：返回结果，或 self.retry 抛出的 Retry。"""
+    from celery.exceptions import Retry
+
+    from approvalbot.celery import app
+
+    app.conf.task_always_eager = False
+    try:
+        approval_resume_task.push_request(args=[approval_id], kwargs={}, retries=retries, is_eager=False,
+                                          called_directly=False)
+        try:
+            return approval_resume_task.run(approval_id)
+        except Retry as exc:
+            return exc
+    finally:
+        approval_resume_task.pop_request()
+        app.conf.task_always_eager = True
+
+
+def test_decision_before_pipeline_reaches_input_waits_without_burning_retries(jenkins_server, fake_jenkins,
+                                                                              shop_rule, make_approval, decide):
+    """先批了、流水线几小时后才走到 input：不能在重试 12 次（约 1 小时）后永久失败。"""
+    from celery.exceptions import Retry
+
+    from jenkins_bridge.models import BuildWatch
+    from jenkins_bridge.tasks import RESUME_MAX_RETRIES, jenkins_build_mirror_task
+
+    approval = make_approval(input_id="Release")
+    build = fake_jenkins.add_build("shop-backend", approval.build_number)  # 还在前面的阶段跑
+    approval = decide(approval)
+    assert approval.jenkins_action_state == JenkinsActionState.PENDING
+    assert BuildWatch.objects.get(approval=approval).awaiting_input_since is not None
+    [event] = jenkins_events(approval)
+    assert event.details["kind"] == "input_not_pending" and event.details["permanent"] is False
+    # worker 里先按退避快速重试；重试次数用完也不算失败，交给镜像任务
+    assert isinstance(_run_as_worker(approval.pk, retries=0), Retry)
+    assert _run_as_worker(approval.pk, retries=RESUME_MAX_RETRIES) == "waiting_input"
+    approval.refresh_from_db()
+    assert approval.jenkins_action_state == JenkinsActionState.PENDING
+    assert len(jenkins_events(approval)) == 1  # 等待期间不再每次写历史
+    # 恢复扫描不再每分钟空投；镜像任务照看它
+    assert jenkins_action_recovery_task(now=(timezone.now() + timedelta(hours=3)).isoformat()) == 0
+    assert jenkins_build_mirror_task() == {"input_waiting": 1}
+    build.inputs["Release"] = FakeInput("Release")  # 流水线终于走到了 input
+    assert jenkins_build_mirror_task() == {"resume_queued": 1}
+    approval.refresh_from_db()
+    assert approval.jenkins_action_state == JenkinsActionState.DONE
+    assert [c.path for c in fake_jenkins.calls("POST")][-1].endswith("/input/Release/proceedEmpty")
+    assert BuildWatch.objects.get(approval=approval).awaiting_input_since is None
+    assert jenkins_build_mirror_task() == {}
+
+
+def test_build_that_ends_before_reaching_input_is_a_permanent_failure(jenkins_server, fake_jenkins, shop_rule,
+                                                                      make_approval, decide):
+    from jenkins_bridge.tasks import jenkins_build_mirror_task
+
+    approval = make_approval(input_id="Release")
+    fake_jenkins.add_build("shop-backend", approval.build_number)
+    approval = decide(approval)
+    assert approval.jenkins_action_state == JenkinsActionState.PENDING
+    fake_jenkins.finish("shop-backend", approval.build_number, "FAILURE")  # 构建在走到 input 之前就失败了
+    assert jenkins_build_mirror_task() == {"resume_queued": 1}
+    approval.refresh_from_db()
+    assert approval.jenkins_action_state == JenkinsActionState.FAILED
+    assert "FAILURE" in approval.jenkins_action_error
+    assert not fake_jenkins.calls("POST")
+    assert jenkins_build_mirror_task() == {}
