@@ -15,6 +15,9 @@ from .models import JenkinsServer
 
 logger = logging.getLogger(__name__)
 
+# 失败通知只需要末尾几十行：还没存过日志时最多从 Jenkins 读这么多字节
+TAIL_BYTES = 64 * 1024
+
 
 def _stored(server: JenkinsServer, job_name: str, build_number: int) -> BuildLog | None:
     return BuildLog.objects.filter(jenkins_server=server, job_name=job_name, build_number=build_number).first()
@@ -38,7 +41,8 @@ def build_log_refresh(
     if reset:
         text, next_start, more = client.progressive_text(job_name, build_number, 0)
     return build_log_append(jenkins_server=jenkins_server, job_name=job_name, build_number=build_number,
-                            approval=approval, text=text, next_start=next_start, complete=not more, reset=reset)
+                            approval=approval, text=text, next_start=next_start, complete=not more, reset=reset,
+                            start=0 if reset else start)
 
 
 def approval_log_refresh(approval: Approval) -> BuildLog:
@@ -46,12 +50,43 @@ def approval_log_refresh(approval: Approval) -> BuildLog:
                              build_number=approval.build_number, approval=approval)
 
 
+def _remote_tail(client: JenkinsClient, job_name: str, build_number: int) -> str | None:
+    """只取日志的最后 TAIL_BYTES 字节：先用 HEAD 得到长度，再从长度减 TAIL_BYTES 处读。
+
+    取不到长度（HEAD 被拦、没有 X-Text-Size）时返回 None，由调用方退回原来的整段读取。
+    """
+    try:
+        size = client.log_size(job_name, build_number)
+    except JenkinsError as exc:
+        if exc.kind in ("connection", "timeout", "auth", "not_found"):
+            raise
+        logger.info("取 %s #%s 的日志长度失败（%s），改为整段读取", job_name, build_number, exc)
+        return None
+    if size is None:
+        return None
+    start = max(0, size - TAIL_BYTES)
+    text, _next_start, _more = client.progressive_text(job_name, build_number, start)
+    if start > 0:
+        # 从中间开始读：第一行多半不完整（还可能切开了一个多字节字符），丢掉
+        text = text.split("\n", 1)[1] if "\n" in text else ""
+    return text
+
+
 def build_log_tail(
     *, jenkins_server: JenkinsServer, job_name: str, build_number: int, approval: Approval | None = None,
     lines: int = 30,
 ) -> str:
-    """失败通知用的日志末尾（B4）；取不到时用已存的内容，都没有则返回空串并记录原因，不让通知失败。"""
+    """失败通知用的日志末尾（B4）；取不到时用已存的内容，都没有则返回空串并记录原因，不让通知失败。
+
+    还没存过这个构建的日志时只从 Jenkins 读最后 TAIL_BYTES（几百 MB 的日志不为 30 行整段下载），
+    这段不存库：存了就成了缺头的日志，日志查看器以后仍从头完整读取。已存过的照常增量续读。
+    """
+    log = _stored(jenkins_server, job_name, build_number)
     try:
+        if log is None:
+            text = _remote_tail(JenkinsClient(jenkins_server), job_name, build_number)
+            if text is not None:
+                return _last_lines(text, lines)
         log = build_log_refresh(jenkins_server=jenkins_server, job_name=job_name, build_number=build_number,
                                 approval=approval)
     except JenkinsError as exc:
@@ -59,4 +94,8 @@ def build_log_tail(
         log = _stored(jenkins_server, job_name, build_number)
         if log is None:
             return ""
-    return "\n".join(log.content.rstrip("\n").split("\n")[-lines:])
+    return _last_lines(log.content, lines)
+
+
+def _last_lines(text: str, lines: int) -> str:
+    return "\n".join(text.rstrip("\n").split("\n")[-lines:])
