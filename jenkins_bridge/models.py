@@ -129,6 +129,8 @@ class JenkinsServer(models.Model):
         """环境变量定义的那台以当前环境变量为准：库里抄下的是第一次用到时的旧值，运维改了地址后不能还用它。"""
         from django.conf import settings
 
+        if {"name", "api_token_env"} & self.get_deferred_fields():
+            return  # .only()/.defer() 的查询：读这两个字段会再查库（在 from_db 里还会无限递归）
         if self.is_env_backed and settings.JENKINS_URL:
             self.url, self.username = settings.JENKINS_URL, settings.JENKINS_USER
 

@@ -74,3 +74,11 @@ def test_admin_configured_servers_are_not_touched(env_jenkins, fake_jenkins):
                                  api_token_env="ANOTHER_TOKEN")
     assert set(JenkinsServer.objects.values_list("url", flat=True)) == {fake_jenkins.url}
     assert {s.base_url for s in JenkinsServer.objects.all()} == {fake_jenkins.url}
+
+
+def test_partial_loads_of_servers_work(env_jenkins, fake_jenkins):
+    """.only() 只取部分字段时不去猜（否则读 name 又会查库、再进 from_db）。"""
+    JenkinsServer.objects.create(name="default", url=OLD_URL, username="svc", api_token_env="JENKINS_API_TOKEN")
+    env_jenkins.JENKINS_URL = fake_jenkins.url
+    assert [s.pk for s in JenkinsServer.objects.only("pk")]
+    assert JenkinsServer.objects.only("name", "api_token_env", "url").get().url == fake_jenkins.url
