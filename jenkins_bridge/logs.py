@@ -50,26 +50,22 @@ def approval_log_refresh(approval: Approval) -> BuildLog:
                              build_number=approval.build_number, approval=approval)
 
 
-def _remote_tail(client: JenkinsClient, job_name: str, build_number: int) -> str | None:
-    """只取日志的最后 TAIL_BYTES 字节：先用 HEAD 得到长度，再从长度减 TAIL_BYTES 处读。
-
-    取不到长度（HEAD 被拦、没有 X-Text-Size）时返回 None，由调用方退回原来的整段读取。
-    """
+def _log_size(client: JenkinsClient, job_name: str, build_number: int) -> int | None:
+    """日志的字节数（HEAD，不下载）；HEAD 被拦、没有 X-Text-Size 时返回 None，由调用方退回整段读取。"""
     try:
-        size = client.log_size(job_name, build_number)
+        return client.log_size(job_name, build_number)
     except JenkinsError as exc:
         if exc.kind in ("connection", "timeout", "auth", "not_found"):
             raise
         logger.info("取 %s #%s 的日志长度失败（%s），改为整段读取", job_name, build_number, exc)
         return None
-    if size is None:
-        return None
-    start = max(0, size - TAIL_BYTES)
-    text, _next_start, _more = client.progressive_text(job_name, build_number, start)
-    if start > 0:
-        # 从中间开始读：第一行多半不完整（还可能切开了一个多字节字符），丢掉
-        text = text.split("\n", 1)[1] if "\n" in text else ""
-    return text
+
+
+def _remote_tail(client: JenkinsClient, job_name: str, build_number: int, size: int) -> str:
+    """只读日志的最后 TAIL_BYTES 字节。"""
+    text, _next_start, _more = client.progressive_text(job_name, build_number, max(0, size - TAIL_BYTES))
+    # 从中间开始读：第一行多半不完整（还可能切开了一个多字节字符），丢掉
+    return text.split("\n", 1)[1] if "\n" in text else ""
 
 
 def build_log_tail(
@@ -78,15 +74,17 @@ def build_log_tail(
 ) -> str:
     """失败通知用的日志末尾（B4）；取不到时用已存的内容，都没有则返回空串并记录原因，不让通知失败。
 
-    还没存过这个构建的日志时只从 Jenkins 读最后 TAIL_BYTES（几百 MB 的日志不为 30 行整段下载），
-    这段不存库：存了就成了缺头的日志，日志查看器以后仍从头完整读取。已存过的照常增量续读。
+    还没存过这个构建的日志、而日志又比 TAIL_BYTES 长时，只从 Jenkins 读最后 TAIL_BYTES（几百 MB 的日志
+    不为 30 行整段下载），这段不存库：存了就成了缺头的日志，日志查看器以后仍从头完整读取。
+    短日志与已存过的日志照旧读取并保存（增量续读）。
     """
     log = _stored(jenkins_server, job_name, build_number)
     try:
         if log is None:
-            text = _remote_tail(JenkinsClient(jenkins_server), job_name, build_number)
-            if text is not None:
-                return _last_lines(text, lines)
+            client = JenkinsClient(jenkins_server)
+            size = _log_size(client, job_name, build_number)
+            if size is not None and size > TAIL_BYTES:
+                return _last_lines(_remote_tail(client, job_name, build_number, size), lines)
         log = build_log_refresh(jenkins_server=jenkins_server, job_name=job_name, build_number=build_number,
                                 approval=approval)
     except JenkinsError as exc:

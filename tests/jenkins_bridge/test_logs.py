@@ -50,10 +50,12 @@ def test_tail_falls_back_to_a_full_read_when_head_is_blocked(jenkins_server, fak
     assert tail == "ERROR: 测试失败 ❌\nFinished: FAILURE"
 
 
-def test_short_log_tail_keeps_the_first_line(jenkins_server, fake_jenkins):
+def test_short_log_is_read_whole_and_stored_as_before(jenkins_server, fake_jenkins):
     build = fake_jenkins.add_build("shop-backend", 8, building=False, result="FAILURE")
     build.console = "第一行\n第二行\n"
     assert build_log_tail(jenkins_server=jenkins_server, job_name="shop-backend", build_number=8) == "第一行\n第二行"
+    log = BuildLog.objects.get()  # 整段都读到了：存下来，日志查看器直接用
+    assert log.content == build.console and log.is_complete
 
 
 def test_tail_is_empty_when_jenkins_is_down(jenkins_server, fake_jenkins):
