@@ -7,7 +7,7 @@ import random
 import time
 from datetime import datetime, timedelta
 
-from celery import shared_task
+from celery import Task, shared_task
 from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
@@ -82,7 +82,7 @@ def approval_resume_task(self, approval_id: int) -> str:
     return result.action
 
 
-def _wait_for_input(task, approval: Approval, exc: JenkinsError) -> str:
+def _wait_for_input(task: Task, approval: Approval, exc: JenkinsError) -> str:
     """构建还在跑、只是还没走到 input：不是失败，也不占用重试次数。
 
     先按退避快速重试几次（通常几秒后就走到了）；之后交给镜像任务，它在 input 出现或构建结束时重新投递。
