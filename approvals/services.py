@@ -30,7 +30,7 @@ from accounts.environments import normalize_environment
 from accounts.models import Approver
 from accounts.permissions import check_can_approve
 from accounts.rules import resolve_rule
-from jenkins_bridge.models import JenkinsServer
+from jenkins_bridge.models import ENV_SERVER_NAME, ENV_SERVER_TOKEN_VARIABLE, JenkinsServer
 
 from . import effects
 from .errors import AlreadyDecided, AlreadyVoted, ApprovalNotFound, InvalidRequest, PermissionDenied, SelfApprovalDenied
@@ -132,15 +132,11 @@ def approval_get(public_id: str) -> Approval:
         raise ApprovalNotFound(_("找不到审批「%(id)s」。") % {"id": normalized}) from None
 
 
-ENV_SERVER_NAME = "default"
-ENV_SERVER_TOKEN_VARIABLE = "JENKINS_API_TOKEN"
-
-
 def jenkins_server_default() -> JenkinsServer:
     """默认 Jenkins：后台标记的默认服务器，否则是由环境变量定义、名为 default 的那台。
 
-    环境变量定义的那台以环境变量为准：先于 JENKINS_URL 配好就被调用过、或运维后来改了地址，
-    重启进程后都用新的值，而不是第一次用到时抄下的旧值。
+    环境变量定义的那台读出时以当前 JENKINS_URL/JENKINS_USER 为准（JenkinsServer.from_db），
+    先于 JENKINS_URL 配好就被调用过、或运维后来改了地址，都不会用到第一次抄下的旧值。
     """
     from django.conf import settings
 
@@ -151,12 +147,6 @@ def jenkins_server_default() -> JenkinsServer:
             defaults={"url": settings.JENKINS_URL, "username": settings.JENKINS_USER,
                       "api_token_env": ENV_SERVER_TOKEN_VARIABLE, "is_default": True},
         )
-    env_backed = server.name == ENV_SERVER_NAME and server.api_token_env == ENV_SERVER_TOKEN_VARIABLE
-    if env_backed and settings.JENKINS_URL and (server.url, server.username) != (
-        settings.JENKINS_URL, settings.JENKINS_USER
-    ):
-        JenkinsServer.objects.filter(pk=server.pk).update(url=settings.JENKINS_URL, username=settings.JENKINS_USER)
-        server.url, server.username = settings.JENKINS_URL, settings.JENKINS_USER
     return server
 
 
