@@ -124,6 +124,15 @@ def check_beat() -> dict[str, Any]:
 
 
 CRITICAL = ("database", "broker")
+# /health 不需要登录（负载均衡探测用）：失败明细（审批编号、群 ID、错误原文）只给已登录的后台用户看
+DETAIL_KEYS = ("recent_failures", "failed_chats")
+
+
+def _public_summary(component: dict[str, Any]) -> dict[str, Any]:
+    summary = {k: v for k, v in component.items() if k not in DETAIL_KEYS}
+    if "failed_chats" in component:
+        summary["failed_chats_count"] = len(component["failed_chats"])
+    return summary
 
 
 @never_cache
@@ -141,6 +150,8 @@ def health_view(request: HttpRequest) -> JsonResponse:
     degraded = any(c["status"] in ("error", "stale", "degraded") for name, c in components.items()
                    if name not in CRITICAL)
     overall = "error" if not critical_ok else ("degraded" if degraded else "ok")
+    if not (request.user.is_authenticated and request.user.is_staff):
+        components["telegram"] = _public_summary(components["telegram"])
     return JsonResponse({"status": overall, "components": components, "time": timezone.now().isoformat()},
                         status=200 if critical_ok else 503, json_dumps_params={"ensure_ascii": False})
 

@@ -63,6 +63,15 @@ def test_health_endpoint_reports_a_blocked_chat_as_degraded(fake_tg, db):
     assert response.status_code == 200 and body["status"] == "degraded"
     telegram = body["components"]["telegram"]
     assert telegram["status"] == "degraded" and telegram["api"] == "ok"
-    assert telegram["failed_chats"][0]["chat_id"] == -100777
-    assert fake_tg.token not in response.content.decode()
+    # 未登录的探测只看到数量，不看到群 ID 与错误原文
+    assert telegram["failed_chats_count"] == 1 and "failed_chats" not in telegram
+    assert "-100777" not in response.content.decode() and fake_tg.token not in response.content.decode()
+    # 后台用户看到明细
+    from django.contrib.auth import get_user_model
+
+    staff = get_user_model().objects.create_user("ops", password="x", is_staff=True)
+    client = Client()
+    client.force_login(staff)
+    detailed = client.get("/health").json()["components"]["telegram"]
+    assert detailed["failed_chats"][0]["chat_id"] == -100777
     cache_clear()
