@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 
 from django.contrib import admin, messages
+from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
@@ -16,6 +17,8 @@ from .services import TOKEN_PREFIX
 
 @admin.register(JenkinsServer)
 class JenkinsServerAdmin(admin.ModelAdmin):
+    # 只填主机名时按 https 补全（Django 6 的默认行为，现在就采用）
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     list_display = ("name", "url", "username", "api_token_env", "is_default", "is_active")
     list_filter = ("is_active", "is_default")
     search_fields = ("name", "url")
