@@ -5,17 +5,17 @@
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from datetime import timedelta
 
 import pytest
-from django.db import connection, connections
+from django.db import connection
 from django.utils import timezone
 
 from approvals.errors import AlreadyDecided, ApprovalError
 from approvals.models import Approval, ApprovalEvent, EventKind, Status, Vote
 from approvals.services import approval_create, approval_decide, approval_expire
+from tests.concurrency import run_together
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -27,30 +27,7 @@ TERMINAL_EVENTS = {EventKind.APPROVED, EventKind.REJECTED, EventKind.TIMEOUT, Ev
 
 
 def run_concurrently(calls: list) -> list:
-    """所有线程在同一个 barrier 上同时起跑；每个线程用自己的数据库连接，结束时关闭。"""
-    barrier = threading.Barrier(len(calls))
-    results: list = [None] * len(calls)
-
-    def worker(index: int, call) -> None:
-        try:
-            barrier.wait()
-            results[index] = ("ok", call())
-        except ApprovalError as exc:
-            results[index] = ("error", exc)
-        except Exception as exc:  # noqa: BLE001 - 把意外错误交给断言报告
-            results[index] = ("crash", exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=worker, args=(i, c)) for i, c in enumerate(calls)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert not any(t.is_alive() for t in threads), "线程没有结束（死锁？）"
-    crashes = [r for r in results if r[0] == "crash"]
-    assert not crashes, crashes
-    return results
+    return run_together(calls, expected=(ApprovalError,))
 
 
 def terminal_events(approval: Approval) -> list[ApprovalEvent]:

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 
 import pytest
 import time_machine
-from django.db import connection, connections
+from django.db import connection
 from django.utils import timezone
 
 from approvals.models import Approval, ApprovalEvent, EventKind, JenkinsActionState, Status
 from approvals.services import approvals_claim_due_reminders, approvals_expire_due, jenkins_server_default
 from approvals.tasks import reminder_sweep_task, timeout_sweep_task
+from tests.concurrency import run_together
 
 
 def bulk_pending(n: int, *, chat_id: int | None = -100, due_in: timedelta = timedelta(0), expires_in=timedelta(hours=1),
@@ -120,24 +120,7 @@ mysql_only = pytest.mark.skipif(connection.vendor != "mysql", reason="并发扫�
 
 
 def _run_threads(target, n: int = 2) -> None:
-    barrier = threading.Barrier(n)
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            barrier.wait()
-            target()
-        except BaseException as exc:  # noqa: BLE001 - 交给断言报告
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=run) for _ in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not errors, errors
+    run_together([target] * n)
 
 
 @mysql_only

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 
 import pytest
@@ -23,6 +22,7 @@ from telegram_bot.notices import (
 )
 from telegram_bot.sender import TelegramSendError
 from telegram_bot.tasks import MAX_RETRIES, telegram_recovery_sweep_task
+from tests.concurrency import run_together
 from tests.telegram_bot.conftest import GROUP_ID
 
 pytestmark = pytest.mark.django_db
@@ -234,23 +234,7 @@ def test_concurrent_sweeps_resend_a_dead_claim_once(fake_tg, shop_rule, settings
     worker_claims_and_dies(result)
     age(result, received=timedelta(minutes=20), notified=timedelta(minutes=15))
     fake_tg.delay("sendMessage", 0.3)  # 让竞争窗口足够大
-    requeued: list[int] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            requeued.extend(build_result_recover()["requeued"])
-        except BaseException as exc:  # noqa: BLE001 - 收集到主线程断言
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
-    assert requeued == [result.pk]
+    results = run_together([lambda: build_result_recover()["requeued"]] * 6)
+    assert [pk for _status, requeued in results for pk in requeued] == [result.pk]
     assert len(fake_tg.ok_calls("sendMessage")) == 1
     assert BuildResult.objects.get(pk=result.pk).details["notice"]["chat_id"] == GROUP_ID

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 
 import pytest
@@ -24,6 +23,7 @@ from telegram_bot.tasks import (
     retry_countdown,
     telegram_recovery_sweep_task,
 )
+from tests.concurrency import run_together
 from tests.telegram_bot.conftest import GROUP_ID
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -246,24 +246,8 @@ def test_concurrent_announces_send_exactly_one_message(fake_tg, settings, shop_r
     approval = make_approval()
     settings.TELEGRAM_BOT_TOKEN = fake_tg.token
     fake_tg.delay("sendMessage", 0.3)  # 让竞争窗口足够大
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            services.approval_announce(approval_id=approval.pk)
-        except services.MessageBusy:
-            pass
-        except BaseException as exc:  # noqa: BLE001 - 收集到主线程断言
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    run_together([lambda: services.approval_announce(approval_id=approval.pk)] * 6,
+                 expected=(services.MessageBusy,))
     assert len(fake_tg.ok_calls("sendMessage")) == 1
     assert TelegramMessage.objects.filter(approval=approval).count() == 1
 
