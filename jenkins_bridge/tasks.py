@@ -176,8 +176,24 @@ def jenkins_build_mirror_task() -> dict[str, int]:
     counts: dict[str, int] = {}
     guard = _RunGuard(MIRROR_TIME_BUDGET_SECONDS)
 
-    def count(outcome: str) -> None:
-        counts[outcome] = counts.get(outcome, 0) + 1
+    def check_each(approvals, check) -> None:
+        """两类审批共用同一套时间预算、断路与错误记录；check 返回本条的结果名。"""
+        for approval in approvals:
+            outcome = guard.skip_reason(approval)
+            if not outcome:
+                try:
+                    outcome = check(approval)
+                except JenkinsError as exc:
+                    _record_watch_error(approval, exc)
+                    guard.failed(approval, exc)
+                    outcome = "error"
+            counts[outcome] = counts.get(outcome, 0) + 1
+
+    def resume_if_input_ready(approval: Approval) -> str:
+        if not approval_input_ready_check(approval):
+            return "input_waiting"
+        approval_resume_task.delay(approval.pk)
+        return "resume_queued"
 
     pending = (
         Approval.objects.select_related("jenkins_server")
@@ -186,18 +202,7 @@ def jenkins_build_mirror_task() -> dict[str, int]:
         # 最久没检查的先查：待审批很多时每轮只查一批，轮流覆盖
         .order_by(F("jenkins_watch__checked_at").asc(nulls_first=True), "created_at")[:MIRROR_BATCH]
     )
-    for approval in pending:
-        skip = guard.skip_reason(approval)
-        if skip:
-            count(skip)
-            continue
-        try:
-            outcome = approval_mirror_check(approval)
-        except JenkinsError as exc:
-            _record_watch_error(approval, exc)
-            guard.failed(approval, exc)
-            outcome = "error"
-        count(outcome)
+    check_each(pending, approval_mirror_check)
 
     awaiting = (
         Approval.objects.select_related("jenkins_server")
@@ -206,21 +211,5 @@ def jenkins_build_mirror_task() -> dict[str, int]:
         .exclude(jenkins_server__url="")
         .order_by(F("jenkins_watch__checked_at").asc(nulls_first=True), "decided_at")[:MIRROR_BATCH]
     )
-    for approval in awaiting:
-        skip = guard.skip_reason(approval)
-        if skip:
-            count(skip)
-            continue
-        try:
-            ready = approval_input_ready_check(approval)
-        except JenkinsError as exc:
-            _record_watch_error(approval, exc)
-            guard.failed(approval, exc)
-            count("error")
-            continue
-        if ready:
-            approval_resume_task.delay(approval.pk)
-            count("resume_queued")
-        else:
-            count("input_waiting")
+    check_each(awaiting, resume_if_input_ready)
     return counts
