@@ -35,7 +35,6 @@ config:
 run: setup config
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py load_config
-	$(PY) manage.py setup_periodic_tasks
 	$(PY) manage.py bootstrap_admin
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start
 

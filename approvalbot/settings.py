@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 from django.utils.translation import gettext_lazy
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -66,7 +67,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
-    "approvalbot",  # 只有管理命令（setup_periodic_tasks、bootstrap_admin），没有模型
+    "approvalbot",  # 只有管理命令（bootstrap_admin），没有模型
     "accounts",
     "approvals",
     "jenkins_bridge",
@@ -239,14 +240,59 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = 60
 CELERY_TASK_TIME_LIMIT = 90
 CELERY_TIMEZONE = TIME_ZONE
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django-celery-beat 的 DatabaseScheduler，启动时装入下面的 CELERY_BEAT_SCHEDULE 并停用代码里已删的条目
+CELERY_BEAT_SCHEDULER = "approvalbot.beat:Scheduler"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # 不让 Celery 接管根日志：worker/beat 也走下面的 LOGGING（脱敏过滤器、LOG_FORMAT=json）
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=TESTING)
 CELERY_TASK_EAGER_PROPAGATES = env.bool("CELERY_TASK_EAGER_PROPAGATES", default=False)
-# 周期任务扫描间隔（秒），由 setup_periodic_tasks 同步到 django-celery-beat
+# 提醒、超时等扫描的间隔（秒）
 SWEEP_INTERVAL_SECONDS = env.int("SWEEP_INTERVAL_SECONDS", default=30)
+# 周期任务表：beat 启动时由 approvalbot.beat.Scheduler 装进数据库（名字带前缀的是代码托管的条目）
+BEAT_MANAGED_PREFIX = "[auto] "
+_BEAT_ENTRIES = {
+    "approvals.heartbeat": {
+        "task": "approvals.tasks.beat_heartbeat_task", "schedule": timedelta(seconds=SWEEP_INTERVAL_SECONDS),
+        "description": "记录 beat 与 worker 仍在运行（/health 检查新鲜度）",
+    },
+    "approvals.reminder_sweep": {
+        "task": "approvals.tasks.reminder_sweep_task", "schedule": timedelta(seconds=SWEEP_INTERVAL_SECONDS),
+        "description": "到期提醒：按群合并为一条摘要",
+    },
+    "approvals.timeout_sweep": {
+        "task": "approvals.tasks.timeout_sweep_task", "schedule": timedelta(seconds=SWEEP_INTERVAL_SECONDS),
+        "description": "超时处理：按规则策略拒绝并终止构建，或仅标记",
+    },
+    "approvals.retention_purge": {
+        "task": "approvals.tasks.retention_purge_task", "schedule": crontab(minute="30", hour="3"),
+        "description": "保留期清理：删除过期的审批、历史、构建结果，构建日志先归档再删",
+    },
+    "accounts.config_reload": {
+        "task": "accounts.tasks.config_reload_task", "schedule": timedelta(seconds=30),
+        "description": "配置文件变化时重新校验并加载 users.json 与 app.json；坏文件被拒绝，旧配置继续生效",
+    },
+    "telegram_bot.recovery_sweep": {
+        "task": "telegram_bot.tasks.telegram_recovery_sweep_task",
+        "schedule": timedelta(seconds=max(SWEEP_INTERVAL_SECONDS * 2, 30)), "kwargs": {"limit": 50},
+        "description": "补发没有发出的 Telegram 消息、补改显示旧状态的消息",
+    },
+    "telegram_bot.processed_updates_cleanup": {
+        "task": "telegram_bot.tasks.processed_updates_cleanup_task", "schedule": crontab(minute="17", hour="4"),
+        "description": "清理 7 天前的已处理 update 记录",
+    },
+    "jenkins_bridge.action_recovery": {
+        "task": "jenkins_bridge.tasks.jenkins_action_recovery_task", "schedule": timedelta(seconds=60),
+        "description": "补发 broker 丢失的 Jenkins 继续/中止操作",
+    },
+    "jenkins_bridge.build_mirror": {
+        "task": "jenkins_bridge.tasks.jenkins_build_mirror_task",
+        "schedule": timedelta(seconds=max(SWEEP_INTERVAL_SECONDS, 60)),
+        "description": "发现已结束或已在 Jenkins 中处理的构建，关闭对应审批",
+    },
+}
+# enabled=True：代码是这张表的依据，删掉后又加回来的条目重新生效
+CELERY_BEAT_SCHEDULE = {BEAT_MANAGED_PREFIX + name: {**entry, "enabled": True} for name, entry in _BEAT_ENTRIES.items()}
 
 # ---------------------------------------------------------------- Telegram
 TELEGRAM_BOT_TOKEN = secret("TELEGRAM_BOT_TOKEN")

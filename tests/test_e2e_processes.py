@@ -88,7 +88,7 @@ def test_four_processes_run_one_approval_end_to_end(tmp_path, fakes):
         "WEB_PORT": str(port), "WORKER_CONCURRENCY": "1", "SWEEP_INTERVAL_SECONDS": "5",
         "TELEGRAM_PACING_GROUP_SECONDS": "0", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
     })
-    for command in (["migrate", "--noinput"], ["load_config"], ["setup_periodic_tasks"]):
+    for command in (["migrate", "--noinput"], ["load_config"]):
         done = subprocess.run([sys.executable, "manage.py", *command], cwd=ROOT, env=env, capture_output=True,
                               text=True, timeout=120)
         assert done.returncode == 0, done.stdout + done.stderr

@@ -638,9 +638,10 @@ def test_change_notice_is_enqueued_when_notify_task_is_registered(files, django_
 def test_reload_is_declared_as_periodic_task(db):
     from django_celery_beat.models import PeriodicTask
 
+    from approvalbot.beat import Scheduler
     from approvalbot.celery import app
 
-    call_command("setup_periodic_tasks", stdout=StringIO())
+    Scheduler(app=app)  # beat 启动时做的事
 
     task = PeriodicTask.objects.get(name="[auto] accounts.config_reload")
     assert task.task == "accounts.tasks.config_reload_task" and task.interval.every == 30

@@ -1,4 +1,4 @@
-"""项目级行为：嵌入式默认、周期任务同步、首次管理员、日志脱敏。"""
+"""项目级行为：嵌入式默认、beat 的周期任务表、首次管理员、日志脱敏。"""
 
 from __future__ import annotations
 
@@ -49,19 +49,37 @@ def test_production_refuses_to_start_without_secret_key(tmp_path):
 
 
 @pytest.mark.django_db
-def test_setup_periodic_tasks_is_idempotent_and_disables_removed(capsys):
-    from django_celery_beat.models import PeriodicTask
+def test_beat_alone_installs_the_schedule_and_disables_removed_entries(settings):
+    """只启动 celery beat（没有任何同步步骤）就调度全部周期任务；代码里删掉的托管条目停用，后台建的不动。"""
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-    call_command("setup_periodic_tasks")
-    names = set(PeriodicTask.objects.values_list("name", flat=True))
-    assert {"[auto] approvals.reminder_sweep", "[auto] approvals.timeout_sweep", "[auto] approvals.heartbeat"} <= names
-    call_command("setup_periodic_tasks")
-    assert PeriodicTask.objects.count() == len(names)
+    from approvalbot.beat import Scheduler
+    from approvalbot.celery import app
+
+    every_minute, _ = IntervalSchedule.objects.get_or_create(every=60, period=IntervalSchedule.SECONDS)
+    PeriodicTask.objects.create(name="[auto] gone.task", task="gone.task", interval=every_minute)
+    PeriodicTask.objects.create(name="ops: weekly report", task="ops.report", interval=every_minute)
+
+    scheduler = Scheduler(app=app)
+
+    enabled = set(PeriodicTask.objects.filter(enabled=True).values_list("name", flat=True))
+    assert set(settings.CELERY_BEAT_SCHEDULE) <= enabled
+    assert "[auto] gone.task" not in enabled and "[auto] gone.task" not in scheduler.schedule
+    assert "ops: weekly report" in enabled
     sweep = PeriodicTask.objects.get(name="[auto] approvals.reminder_sweep")
-    assert sweep.interval.every == 30 and sweep.task == "approvals.tasks.reminder_sweep_task"
-    PeriodicTask.objects.create(name="[auto] gone.task", task="gone.task", interval=sweep.interval)
-    call_command("setup_periodic_tasks")
-    assert not PeriodicTask.objects.get(name="[auto] gone.task").enabled
+    assert (sweep.task, sweep.interval.every, sweep.interval.period) == (
+        "approvals.tasks.reminder_sweep_task", 30, IntervalSchedule.SECONDS)
+    purge = PeriodicTask.objects.get(name="[auto] approvals.retention_purge")
+    assert (purge.crontab.minute, purge.crontab.hour) == ("30", "3")
+    # 每个条目指向真实注册的任务：名字写错的条目会让 beat 每个周期发出没人执行的消息
+    assert {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()} <= set(app.tasks)
+
+    # 第二个 beat（或重启）：不重复建行；被删后又加回代码的条目重新启用
+    PeriodicTask.objects.filter(name="[auto] approvals.timeout_sweep").update(enabled=False)
+    count = PeriodicTask.objects.count()
+    Scheduler(app=app)
+    assert PeriodicTask.objects.count() == count
+    assert PeriodicTask.objects.get(name="[auto] approvals.timeout_sweep").enabled
 
 
 @pytest.mark.django_db

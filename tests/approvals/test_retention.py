@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 import time_machine
+from django.conf import settings as django_settings
 from django.utils import timezone
-from django.utils.module_loading import autodiscover_modules
 
 from accounts.app_config import RETENTION_DEFAULT_DAYS, retention_days
 from accounts.config_loader import config_load
-from approvalbot.periodic import registered
 from approvals.models import (
     Approval,
     ApprovalEvent,
@@ -368,7 +367,6 @@ def test_daily_task_runs_the_purge_and_logs_one_line(retention, shop_rule, peopl
     assert counts["approvals"] == 1 and counts["complete"] is True
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("保留期清理")]
     assert lines == [f"保留期清理：审批 1（投票 1）、历史 {events}、构建日志 0、构建结果 0"]
-    autodiscover_modules("schedules")
-    spec = {s.name: s for s in registered()}["approvals.retention_purge"]
-    assert (spec.task, spec.crontab, spec.every_seconds) == (
-        "approvals.tasks.retention_purge_task", "30 3 * * *", None)
+    spec = django_settings.CELERY_BEAT_SCHEDULE["[auto] approvals.retention_purge"]
+    assert spec["task"] == "approvals.tasks.retention_purge_task"
+    assert (spec["schedule"].minute, spec["schedule"].hour) == ({30}, {3})

@@ -25,15 +25,12 @@ def test_health_checks_the_api_when_asked(fake_tg, settings):
     assert "987654:Wrong" not in str(health)
 
 
-def test_periodic_recovery_sweep_is_declared():
-    from django.utils.module_loading import autodiscover_modules
+def test_periodic_recovery_sweep_is_declared(settings):
+    from celery.schedules import crontab
 
-    from approvalbot.periodic import registered
-
-    autodiscover_modules("schedules")
-    specs = {s.name: s for s in registered()}
-    assert specs["telegram_bot.recovery_sweep"].task == "telegram_bot.tasks.telegram_recovery_sweep_task"
-    assert specs["telegram_bot.processed_updates_cleanup"].crontab
+    specs = settings.CELERY_BEAT_SCHEDULE
+    assert specs["[auto] telegram_bot.recovery_sweep"]["task"] == "telegram_bot.tasks.telegram_recovery_sweep_task"
+    assert isinstance(specs["[auto] telegram_bot.processed_updates_cleanup"]["schedule"], crontab)
 
 
 def test_admin_pages_render(client, fake_tg, shop_rule, make_approval, django_capture_on_commit_callbacks):
