@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,8 +18,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("APP_VAR_DIR", BASE_DIR / "var"))
 
 env = environ.Env()
-# 在 pytest 里运行时自动进入测试模式（conftest 导入得比 settings 晚，不能靠它设环境变量）
-TESTING = env.bool("APP_TESTING", default="pytest" in sys.modules)
+# 测试模式只由 APP_TESTING 显式打开（tests/settings.py 设置它）
+TESTING = env.bool("APP_TESTING", default=False)
 # .env 只在存在时读取；真实环境变量优先；测试不读开发者的 .env
 env_file = BASE_DIR / ".env"
 if env_file.exists() and not TESTING and not os.environ.get("APP_IGNORE_DOTENV"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-# 测试模式由 settings 自动识别（pytest 已导入时）：不读 .env，Celery 任务提交后同步执行，broker 用内存
+# 测试模式由 tests/settings.py 显式打开（pyproject 的 DJANGO_SETTINGS_MODULE）：不读 .env，任务提交后同步执行，broker 用内存
 
 
 @pytest.fixture

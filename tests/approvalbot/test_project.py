@@ -71,7 +71,8 @@ def test_beat_alone_installs_the_schedule_and_disables_removed_entries(settings)
         "approvals.tasks.reminder_sweep_task", 30, IntervalSchedule.SECONDS)
     purge = PeriodicTask.objects.get(name="[auto] approvals.retention_purge")
     assert (purge.crontab.minute, purge.crontab.hour) == ("30", "3")
-    # 每个条目指向真实注册的任务：名字写错的条目会让 beat 每个周期发出没人执行的消息
+    # 每个条目指向 worker 真会注册的任务：名字写错的条目会让 beat 每个周期发出没人执行的消息
+    app.loader.import_default_modules()  # worker 启动时做的事
     assert {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()} <= set(app.tasks)
 
     # 第二个 beat（或重启）：不重复建行；被删后又加回代码的条目重新启用
