@@ -10,6 +10,10 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 
+# 一次审批最长等多久（7 天）：规则、配置文件与 API 都以它为上限
+MAX_TIMEOUT_MINUTES = 7 * 24 * 60
+
+
 class Source(models.TextChoices):
     FILE = "file", _("配置文件")
     ADMIN = "admin", _("管理后台")

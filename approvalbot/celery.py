@@ -28,3 +28,26 @@ class LocalizedTask(Task):
 app = Celery("approvalbot", task_cls=LocalizedTask)
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+def enqueue_on_commit(task_name: str, *args: object) -> None:
+    """事务提交后按名字投递任务：调用方不必在导入时依赖实现任务的 app（approvals 不依赖 telegram_bot）。
+
+    投递失败（broker 不可用）只记录：状态已提交，不会丢；各 app 的补发扫描按数据库里的状态补上。
+    任务还没注册（对应 app 未安装）时记警告后跳过。
+    """
+    import logging
+
+    from django.db import transaction
+
+    def send() -> None:
+        task = app.tasks.get(task_name)
+        if task is None:
+            logging.getLogger(__name__).warning("任务 %s 未注册，跳过（参数 %s）", task_name, args)
+            return
+        try:
+            task.delay(*args)
+        except Exception:
+            logging.getLogger(__name__).exception("投递任务 %s 失败（参数 %s）", task_name, args)
+
+    transaction.on_commit(send)

@@ -1,16 +1,12 @@
 """副作用出口：事务提交后按任务名投递 Celery 任务。
 
-approvals 不在导入时依赖 telegram_bot / jenkins_bridge（DESIGN：箭头单向），
-只按名字查找已注册的任务；任务尚未实现或未注册时记录警告，不影响审批本身。
+approvals 不在导入时依赖 telegram_bot / jenkins_bridge（DESIGN：箭头单向），只按名字投递；
+投递丢了（broker 不可用）由各自的补发扫描按数据库里的状态补上。
 """
 
 from __future__ import annotations
 
-import logging
-
-from django.db import transaction
-
-logger = logging.getLogger(__name__)
+from approvalbot.celery import enqueue_on_commit
 
 # 任务名是契约：实现方在各自 app 的 tasks.py 里用这些 name 注册
 ANNOUNCE_TASK = "telegram_bot.tasks.approval_announce_task"  # 新审批：发送带按钮的消息
@@ -21,24 +17,6 @@ REMINDER_DIGEST_TASK = "telegram_bot.tasks.reminder_digest_task"  # (chat_id, [a
 TIMEOUT_NOTICE_TASK = "telegram_bot.tasks.timeout_notice_task"  # 超时通知（R11）
 
 
-def enqueue_on_commit(task_name: str, *args: object) -> None:
-    """提交后投递；投递失败（broker 不可用）只记录，决定本身已提交不会丢。"""
-
-    def _send() -> None:
-        from approvalbot.celery import app
-
-        task = app.tasks.get(task_name)
-        if task is None:
-            logger.warning("任务 %s 未注册，跳过（参数 %s）", task_name, args)
-            return
-        try:
-            task.delay(*args)
-        except Exception:
-            logger.exception("投递任务 %s 失败（参数 %s）", task_name, args)
-
-    transaction.on_commit(_send)
-
-
 def approval_created(approval_id: int) -> None:
     enqueue_on_commit(ANNOUNCE_TASK, approval_id)
 
@@ -47,10 +25,14 @@ def approval_changed(approval_id: int) -> None:
     enqueue_on_commit(REFRESH_TASK, approval_id)
 
 
-def approval_closed(approval_id: int, *, jenkins_action: bool) -> None:
-    enqueue_on_commit(REFRESH_TASK, approval_id)
-    if jenkins_action:
-        enqueue_on_commit(JENKINS_RESUME_TASK, approval_id)
+def approvals_closed(approval_ids: list[int], *, jenkins_action: bool, timed_out: bool = False) -> None:
+    """进入终态：先继续/中止 Jenkins（流水线在等），再改消息、发超时通知。"""
+    for approval_id in approval_ids:
+        if jenkins_action:
+            enqueue_on_commit(JENKINS_RESUME_TASK, approval_id)
+        enqueue_on_commit(REFRESH_TASK, approval_id)
+        if timed_out:
+            enqueue_on_commit(TIMEOUT_NOTICE_TASK, approval_id)
 
 
 def build_result_received(build_result_id: int) -> None:
@@ -59,7 +41,3 @@ def build_result_received(build_result_id: int) -> None:
 
 def reminders_due(chat_id: int | None, approval_ids: list[int]) -> None:
     enqueue_on_commit(REMINDER_DIGEST_TASK, chat_id, approval_ids)
-
-
-def approval_timed_out(approval_id: int) -> None:
-    enqueue_on_commit(TIMEOUT_NOTICE_TASK, approval_id)

@@ -5,7 +5,14 @@ API、Telegram、后台都把它原样转述给用户，不必各自再拼文案
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from django.utils.translation import gettext as _
+
+from .display import format_time
+
+if TYPE_CHECKING:
+    from .models import Approval
 
 
 class ApprovalError(Exception):
@@ -47,3 +54,33 @@ class AlreadyVoted(ApprovalError):
 class InvalidRequest(ApprovalError):
     code = "invalid"
     http_status = 400
+
+
+def already_decided_message(approval: Approval) -> str:
+    """“已由 X 于 T 审批”——给第二个、迟到的决定者的回答。"""
+    from .models import Status  # 模型导入放进函数：错误类型被中间件与异常处理器早早导入
+
+    when = format_time(approval.decided_at) if approval.decided_at else "-"
+    if approval.status == Status.TIMEOUT:
+        return _("审批 %(id)s 已于 %(time)s 超时，不能再操作。") % {"id": approval.public_id, "time": when}
+    if approval.status == Status.CANCELLED:
+        return _("审批 %(id)s 已于 %(time)s 取消（%(reason)s），不能再操作。") % {
+            "id": approval.public_id,
+            "time": when,
+            "reason": approval.reason or _("构建已结束"),
+        }
+    return _("审批 %(id)s 已由 %(who)s 于 %(time)s %(status)s。") % {
+        "id": approval.public_id,
+        "who": approval.decided_by_name or _("系统"),
+        "time": when,
+        "status": approval.get_status_display(),
+    }
+
+
+def already_decided_error(approval: Approval) -> AlreadyDecided:
+    """第二个、迟到的决定得到的 409：消息与 details 都说清谁、何时、什么结果。"""
+    return AlreadyDecided(
+        already_decided_message(approval),
+        details={"status": approval.status, "decided_by": approval.decided_by_name,
+                 "decided_at": approval.decided_at.isoformat() if approval.decided_at else None},
+    )

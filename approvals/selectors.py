@@ -8,8 +8,21 @@ from typing import Any
 
 from django.db.models import Count, Prefetch, Q, QuerySet
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
-from .models import Approval, ApprovalEvent, Status, Vote
+from .errors import ApprovalNotFound
+from .models import Approval, ApprovalEvent, Status, Vote, normalize_public_id
+
+
+def approval_get(public_id: str) -> Approval:
+    """按对外编号取审批；编号人手输入，大小写与 I/O 混淆都容忍。"""
+    normalized = normalize_public_id(public_id or "")
+    if not normalized or len(normalized) > 16 or not normalized.isascii() or not normalized.isalnum():
+        raise ApprovalNotFound(_("审批编号「%(id)s」格式不正确。") % {"id": (public_id or "")[:32]}, code="invalid_id")
+    try:
+        return Approval.objects.select_related("jenkins_server", "decided_by").get(public_id=normalized)
+    except Approval.DoesNotExist:
+        raise ApprovalNotFound(_("找不到审批「%(id)s」。") % {"id": normalized}) from None
 
 
 def approval_list(
@@ -43,8 +56,6 @@ def approval_list(
 
 def approval_detail(public_id: str) -> Approval:
     """一条审批连同投票与历史（/status <id>、/api/status/<id>）。"""
-    from .services import approval_get
-
     approval = approval_get(public_id)
     return (
         Approval.objects.select_related("jenkins_server", "decided_by", "requester")

@@ -7,14 +7,11 @@ import logging
 from celery import shared_task
 from django.utils import timezone
 
-from . import services
 from .models import Heartbeat
+from .retention import approvals_purge_old
+from .sweeps import reminders_sweep, timeouts_sweep
 
 logger = logging.getLogger(__name__)
-
-SWEEP_BATCH = 500
-# 单次扫描最多处理的批数：积压很多时分几轮处理，避免一次任务超过时间限制
-SWEEP_MAX_BATCHES = 40
 
 
 @shared_task(name="approvals.tasks.beat_heartbeat_task", ignore_result=True)
@@ -28,14 +25,7 @@ def beat_heartbeat_task() -> str:
 @shared_task(name="approvals.tasks.reminder_sweep_task", ignore_result=True)
 def reminder_sweep_task() -> int:
     """认领到期提醒并按群投递摘要。两个 beat 同时触发也安全：行在事务里被锁定认领。"""
-    now = timezone.now()
-    total = 0
-    for _batch in range(SWEEP_MAX_BATCHES):
-        claimed = services.approvals_claim_due_reminders(now=now, limit=SWEEP_BATCH)
-        count = sum(len(ids) for ids in claimed.values())
-        total += count
-        if count < SWEEP_BATCH:
-            break
+    total = reminders_sweep()
     if total:
         logger.info("提醒扫描：%s 条审批到期", total)
     return total
@@ -44,13 +34,7 @@ def reminder_sweep_task() -> int:
 @shared_task(name="approvals.tasks.timeout_sweep_task", ignore_result=True)
 def timeout_sweep_task() -> int:
     """把过了截止时间的待审批置为超时，并按策略处理 Jenkins 与通知。"""
-    now = timezone.now()
-    total = 0
-    for _batch in range(SWEEP_MAX_BATCHES):
-        expired = services.approvals_expire_due(now=now, limit=SWEEP_BATCH)
-        total += len(expired)
-        if len(expired) < SWEEP_BATCH:
-            break
+    total = timeouts_sweep()
     if total:
         logger.info("超时扫描：%s 条审批超时", total)
     return total
@@ -59,4 +43,4 @@ def timeout_sweep_task() -> int:
 @shared_task(name="approvals.tasks.retention_purge_task", ignore_result=True)
 def retention_purge_task() -> dict:
     """每天一次的保留期清理（D8/G6）。服务自带时间预算与分批，重复触发或两个 beat 同时触发都无害。"""
-    return services.approvals_purge_old()
+    return approvals_purge_old()

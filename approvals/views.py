@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET
 from .errors import ApprovalNotFound
 from .links import log_token_valid
 from .models import Approval, BuildLog
-from .services import approval_get
+from .selectors import approval_get
 
 logger = logging.getLogger(__name__)
 

@@ -99,10 +99,10 @@ def pending(n: int, *, prefix: str, chats: list[int]) -> list[int]:
     from django.utils import timezone
 
     from approvals.models import Approval
-    from approvals.services import jenkins_server_default
+    from jenkins_bridge.models import JenkinsServer
     from telegram_bot.models import MessageKind, MessageState, TelegramMessage
 
-    server = jenkins_server_default()
+    server = JenkinsServer.objects.default()
     now = timezone.now()
     Approval.objects.bulk_create([
         Approval(public_id=f"{prefix}{i:07d}", jenkins_server=server, job_name=f"bench-{prefix}-{i}", build_number=i,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 
 from approvals.models import Approval, BuildLog
-from approvals.services import build_log_append
+from approvals.builds import build_log_append
 
 from .client import JenkinsClient, JenkinsError
 from .models import JenkinsServer

@@ -16,7 +16,7 @@ from django.utils.translation import gettext_lazy as _
 
 logger = logging.getLogger(__name__)
 
-# 由环境变量定义的那台默认 Jenkins（与 approvals.services.jenkins_server_default 的约定一致）
+# 由环境变量定义的那台默认 Jenkins（JenkinsServer.objects.default()）
 ENV_SERVER_NAME = "default"
 ENV_SERVER_TOKEN_VARIABLE = "JENKINS_API_TOKEN"
 
@@ -82,6 +82,25 @@ def read_secret_env(name: str) -> str:
     return value
 
 
+class JenkinsServerManager(models.Manager["JenkinsServer"]):
+    def default(self) -> JenkinsServer:
+        """默认 Jenkins：后台标记的默认服务器，否则是由环境变量定义、名为 default 的那台（没有就建）。
+
+        环境变量定义的那台读出时以当前 JENKINS_URL/JENKINS_USER 为准（JenkinsServer.from_db），
+        先于 JENKINS_URL 配好就被调用过、或运维后来改了地址，都不会用到第一次抄下的旧值。
+        """
+        from django.conf import settings
+
+        server = self.filter(is_default=True, is_active=True).first()
+        if server is None:
+            server, _created = self.get_or_create(
+                name=ENV_SERVER_NAME,
+                defaults={"url": settings.JENKINS_URL, "username": settings.JENKINS_USER,
+                          "api_token_env": ENV_SERVER_TOKEN_VARIABLE, "is_default": True},
+            )
+        return server
+
+
 class JenkinsServer(models.Model):
     name = models.SlugField(_("名称"), max_length=64, unique=True)
     url = models.URLField(_("地址"), max_length=500, blank=True, help_text=_("如 https://jenkins.example.com/"))
@@ -105,6 +124,8 @@ class JenkinsServer(models.Model):
     is_active = models.BooleanField(_("启用"), default=True)
     created_at = models.DateTimeField(_("创建时间"), auto_now_add=True)
     updated_at = models.DateTimeField(_("更新时间"), auto_now=True)
+
+    objects = JenkinsServerManager()
 
     class Meta:
         verbose_name = _("Jenkins 服务器")

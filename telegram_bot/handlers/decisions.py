@@ -17,7 +17,8 @@ from telegram.ext import ContextTypes
 from approvals import effects
 from approvals.errors import AlreadyDecided, ApprovalError
 from approvals.models import Channel, Vote
-from approvals.services import approval_decide, approval_get, approval_reason_add
+from approvals.selectors import approval_get
+from approvals.services import approval_decide, approval_reason_add
 
 from ..identity import telegram_identify
 from ..keyboards import parse_approval_callback, reason_force_reply

@@ -10,8 +10,8 @@ from django.contrib.admin import helpers
 from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 
+from approvals.builds import build_result_record
 from approvals.models import Approval, ApprovalEvent, BuildLog, Channel, EventKind, Status
-from approvals.services import build_result_record
 
 CHANGELIST = reverse("admin:approvals_approval_changelist")
 

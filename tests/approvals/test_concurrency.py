@@ -14,7 +14,8 @@ from django.utils import timezone
 
 from approvals.errors import AlreadyDecided, ApprovalError
 from approvals.models import Approval, ApprovalEvent, EventKind, Status, Vote
-from approvals.services import approval_create, approval_decide, approval_expire
+from approvals.services import approval_create, approval_decide
+from approvals.sweeps import approvals_expire_due
 from tests.concurrency import run_together
 
 pytestmark = [
@@ -88,7 +89,7 @@ def test_decisions_racing_the_timeout_sweep_one_winner(shop_rule, people):
                 calls.append(lambda i=i, pk=pk: approval_decide(approval=pk, approver=who[i % 4 // 2],
                                                                 decision="approve", channel="telegram"))
             else:
-                calls.append(lambda pk=pk, at=sweep_time: approval_expire(approval=pk, now=at))
+                calls.append(lambda at=sweep_time: approvals_expire_due(now=at))  # 生产用的超时扫描
         run_concurrently(calls)
         approval.refresh_from_db()
         assert approval.status in (Status.APPROVED, Status.TIMEOUT)
@@ -116,3 +117,34 @@ def test_chinese_and_emoji_round_trip(shop_rule):
     fresh = Approval.objects.get(pk=approval.pk)
     assert fresh.description == text and fresh.operation == "灰度发布 🔥" and fresh.version == "v2.0-β"
     assert fresh.job_name == "商城/后端-服务"
+
+
+@pytest.mark.parametrize("trial", range(3))
+def test_twenty_concurrent_identical_creates_all_succeed_with_one_row(shop_rule, trial):
+    """20 个相同的创建同时到达（流水线重试、两个 Jenkins 副本）：一行，人人拿到同一条，没有死锁、没有错误。"""
+    calls = [
+        (lambda: approval_create(job_name="shop-backend", build_number=500 + trial, environment="production"))
+        for _ in range(20)
+    ]
+    results = run_together(calls)  # 任何异常（含 MariaDB 的死锁 1213）都让测试失败
+    assert Approval.objects.filter(build_number=500 + trial).count() == 1
+    assert len({r[1][0].pk for r in results}) == 1
+    assert sum(1 for r in results if r[1][1]) == 1
+
+
+@pytest.mark.parametrize("trial", range(3))
+def test_twenty_concurrent_builds_leave_only_the_newest_pending(shop_rule, trial):
+    """同一任务同一环境的构建 1..20 同时申请：只有最新的那条待审批，其余都被取代并指向取代它的更新构建。"""
+    job = f"shop-backend-{trial}"
+    calls = [(lambda n=n: approval_create(job_name=job, build_number=n, environment="test")) for n in range(1, 21)]
+    run_together(calls)
+    rows = list(Approval.objects.filter(job_name=job).select_related("superseded_by"))
+    assert len(rows) == 20
+    pending = [a for a in rows if a.status == Status.PENDING]
+    assert [a.build_number for a in pending] == [20]
+    for approval in rows:
+        if approval.build_number == 20:
+            continue
+        assert approval.status == Status.CANCELLED
+        assert approval.superseded_by is not None and approval.superseded_by.build_number > approval.build_number
+        assert ApprovalEvent.objects.filter(approval=approval, kind=EventKind.SUPERSEDED).count() == 1

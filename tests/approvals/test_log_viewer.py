@@ -9,9 +9,9 @@ import pytest
 import time_machine
 from django.utils import timezone
 
+from approvals.builds import build_log_append
 from approvals.links import LOG_LINK_MAX_AGE, log_token, log_url
 from approvals.models import BuildLog
-from approvals.services import build_log_append
 
 pytestmark = pytest.mark.django_db
 

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from accounts.app_config import RETENTION_DEFAULT_DAYS, retention_days
 from accounts.config_loader import config_load
+from approvals.builds import build_log_append, build_result_record
 from approvals.models import (
     Approval,
     ApprovalEvent,
@@ -26,14 +27,8 @@ from approvals.models import (
     Status,
     Vote,
 )
-from approvals.services import (
-    approval_decide,
-    approvals_purge_old,
-    build_log_append,
-    build_result_record,
-    event_record,
-    jenkins_server_default,
-)
+from approvals.retention import approvals_purge_old
+from approvals.services import approval_decide, event_record
 from approvals.tasks import retention_purge_task
 from jenkins_bridge.models import JenkinsServer
 
@@ -77,7 +72,7 @@ def pending(make_approval, *, days_ago: float) -> Approval:
 def log_at(*, days_ago: float, job: str = "shop-backend", build: int = 1, text: str = "构建日志 ✅\n",
            server: JenkinsServer | None = None) -> BuildLog:
     with time_machine.travel(ago(days_ago), tick=False):
-        return build_log_append(jenkins_server=server or jenkins_server_default(), job_name=job, build_number=build,
+        return build_log_append(jenkins_server=server or JenkinsServer.objects.default(), job_name=job, build_number=build,
                                 text=text, next_start=len(text.encode()), complete=True)
 
 
@@ -196,7 +191,7 @@ def test_logs_stay_when_the_archive_cannot_be_written(retention, settings, tmp_p
     log = log_at(days_ago=40)
     result_at(days_ago=40)
 
-    with caplog.at_level(logging.ERROR, logger="approvals.services"):
+    with caplog.at_level(logging.ERROR, logger="approvals.retention"):
         counts = approvals_purge_old()
 
     # 数据库里是唯一副本：写不出归档就不删；其他种类照常清理
@@ -260,7 +255,7 @@ def test_unconfigured_defaults_apply(retention, shop_rule, people, make_approval
 
 def bulk_old_rows(n: int, people, *, days_ago: float = 400) -> None:
     """n 条旧的终态审批（各一票一条历史）+ n 条旧日志 + n 条旧构建结果；直接 bulk_create 以免测试变慢。"""
-    server = jenkins_server_default()
+    server = JenkinsServer.objects.default()
     when = ago(days_ago)
     with time_machine.travel(when, tick=False):
         Approval.objects.bulk_create(
@@ -361,7 +356,7 @@ def test_daily_task_runs_the_purge_and_logs_one_line(retention, shop_rule, peopl
 
     events = ApprovalEvent.objects.count()
 
-    with caplog.at_level(logging.INFO, logger="approvals.services"):
+    with caplog.at_level(logging.INFO, logger="approvals.retention"):
         counts = retention_purge_task.apply().result
 
     assert counts["approvals"] == 1 and counts["complete"] is True

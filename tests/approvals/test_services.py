@@ -9,17 +9,13 @@ import time_machine
 from django.utils import timezone
 
 from approvals import effects
+from approvals.builds import build_result_record
 from approvals.errors import AlreadyDecided, AlreadyVoted, ApprovalNotFound, InvalidRequest
 from approvals.models import Approval, ApprovalEvent, BuildResult, EventKind, JenkinsActionState, ResumeMode, Status
-from approvals.selectors import approval_detail, approval_stats
-from approvals.services import (
-    approval_cancel,
-    approval_create,
-    approval_decide,
-    approval_expire,
-    approval_get,
-    build_result_record,
-)
+from approvals.selectors import approval_detail, approval_get, approval_stats
+from approvals.services import approval_cancel, approval_create, approval_decide
+from approvals.sweeps import approvals_expire_due
+from jenkins_bridge.models import JenkinsServer
 
 pytestmark = pytest.mark.django_db
 
@@ -117,10 +113,10 @@ def test_second_decision_is_told_who_decided_and_when(shop_rule, people, make_ap
 
 def test_expire_applies_reject_policy_and_only_once(shop_rule, make_approval):
     approval = make_approval()
-    assert not approval_expire(approval=approval)  # 未到期
+    assert approvals_expire_due() == []  # 未到期
     later = approval.expires_at + timedelta(seconds=1)
-    assert approval_expire(approval=approval, now=later)
-    assert not approval_expire(approval=approval, now=later)
+    assert approvals_expire_due(now=later) == [approval.pk]
+    assert approvals_expire_due(now=later) == []
     approval.refresh_from_db()
     assert approval.status == Status.TIMEOUT and approval.decided_by is None
     assert approval.jenkins_action_state == JenkinsActionState.PENDING
@@ -131,7 +127,7 @@ def test_expire_with_mark_policy_leaves_jenkins_alone(shop_rule, make_approval):
     shop_rule.timeout_policy = "mark"
     shop_rule.save()
     approval = make_approval()
-    assert approval_expire(approval=approval, now=approval.expires_at + timedelta(seconds=1))
+    assert approvals_expire_due(now=approval.expires_at + timedelta(seconds=1)) == [approval.pk]
     approval.refresh_from_db()
     assert approval.status == Status.TIMEOUT
     assert approval.jenkins_action_state == JenkinsActionState.NONE
@@ -243,13 +239,11 @@ def test_recent_repeat_of_the_same_build_is_still_idempotent(shop_rule):
 
 def test_default_jenkins_follows_the_environment(settings):
     """先于 JENKINS_URL 配好就用过、或后来改了地址：环境变量定义的默认服务器以环境变量为准。"""
-    from approvals.services import jenkins_server_default
-
     settings.JENKINS_URL, settings.JENKINS_USER = "", ""
-    first = jenkins_server_default()
+    first = JenkinsServer.objects.default()
     assert first.url == ""
     settings.JENKINS_URL, settings.JENKINS_USER = "https://jenkins.example.com/", "svc"
-    again = jenkins_server_default()
+    again = JenkinsServer.objects.default()
     assert again.pk == first.pk and again.url == "https://jenkins.example.com/" and again.username == "svc"
     again.refresh_from_db()
     assert again.url == "https://jenkins.example.com/"

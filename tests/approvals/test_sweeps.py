@@ -10,14 +10,15 @@ from django.db import connection
 from django.utils import timezone
 
 from approvals.models import Approval, ApprovalEvent, EventKind, JenkinsActionState, Status
-from approvals.services import approvals_claim_due_reminders, approvals_expire_due, jenkins_server_default
+from approvals.sweeps import approvals_claim_due_reminders, approvals_expire_due
 from approvals.tasks import reminder_sweep_task, timeout_sweep_task
+from jenkins_bridge.models import JenkinsServer
 from tests.concurrency import run_together
 
 
 def bulk_pending(n: int, *, chat_id: int | None = -100, due_in: timedelta = timedelta(0), expires_in=timedelta(hours=1),
                  policy: str = "reject") -> list[Approval]:
-    server = jenkins_server_default()
+    server = JenkinsServer.objects.default()
     now = timezone.now()
     Approval.objects.bulk_create(
         [

@@ -9,7 +9,8 @@ import pytest
 from django.utils import timezone
 
 from approvals.models import Approval, ApprovalEvent, EventKind, JenkinsActionState, Status
-from approvals.services import approval_decide, approval_expire
+from approvals.services import approval_decide
+from approvals.sweeps import approvals_expire_due
 from jenkins_bridge.tasks import approval_resume_task, jenkins_action_recovery_task, retry_countdown
 from tests.fake_jenkins import FakeInput
 
@@ -87,7 +88,7 @@ def test_timeout_with_reject_policy_aborts_input(jenkins_server, fake_jenkins, s
     approval = make_approval(input_id="Release")
     fake_jenkins.add_build("shop-backend", approval.build_number, inputs=[FakeInput("Release")])
     with django_capture_on_commit_callbacks(execute=True):
-        assert approval_expire(approval=approval, now=approval.expires_at + timedelta(seconds=1))
+        assert approvals_expire_due(now=approval.expires_at + timedelta(seconds=1)) == [approval.pk]
     approval.refresh_from_db()
     assert approval.status == Status.TIMEOUT and approval.jenkins_action_state == JenkinsActionState.DONE
     assert fake_jenkins.calls("POST")[0].path.endswith("/input/Release/abort")

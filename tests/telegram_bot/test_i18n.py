@@ -193,8 +193,9 @@ def test_runbot_output_is_unaffected_by_telegram_language(fake_tg, settings, cap
 def test_telegram_language_en_makes_reminders_and_build_results_english(fake_tg, shop_rule, people, make_approval,
                                                                          settings):
     """提醒摘要与构建结果通知：标签、括号与名字列表都用英文标点（没有全角“：”）。"""
+    from approvals.builds import build_result_record
     from approvals.models import BuildLog
-    from approvals.services import approval_decide, build_result_record
+    from approvals.services import approval_decide
     from telegram_bot.notices import reminder_digest_task
 
     settings.TELEGRAM_LANGUAGE = "en"

@@ -278,9 +278,9 @@ def test_no_timeout_notice_for_an_approval_that_was_decided_first(fake_tg, shop_
 def test_timeout_notice_without_an_approval_message_goes_to_the_rule_chat(fake_tg, shop_rule, make_approval):
     approval = make_approval(timeout_minutes=1)
     with time_machine.travel(timezone.now() + timedelta(minutes=2), tick=False):
-        from approvals.services import approval_expire
+        from approvals.sweeps import approvals_expire_due
 
-        assert approval_expire(approval=approval)
+        assert approvals_expire_due() == [approval.pk]
         timeout_notice_task.delay(approval.pk)
     [notice] = fake_tg.chat_messages(GROUP_ID)
     assert "审批已超时" in notice.text and "reply_to_message" not in notice.message

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from approvals.builds import build_result_record
 from approvals.models import Approval, ApprovalEvent, BuildLog, BuildResult, EventKind
-from approvals.services import approval_decide, build_result_record, jenkins_server_default
+from approvals.services import approval_decide
+from jenkins_bridge.models import JenkinsServer
 from telegram_bot.messages import MAX_MESSAGE_LENGTH, tg_length
 from telegram_bot.models import MessageKind, TelegramMessage
 from telegram_bot.notices import build_result_notify_task
@@ -86,7 +88,7 @@ def test_result_notice_replies_to_the_approval_message(fake_tg, approved, value,
 @pytest.mark.parametrize("value", list(EXPECTED))
 def test_result_without_an_approval_still_notifies_the_project_chat(fake_tg, shop_rule, value,
                                                                      django_capture_on_commit_callbacks):
-    server = jenkins_server_default()
+    server = JenkinsServer.objects.default()
     BuildLog.objects.create(jenkins_server=server, job_name="folder/shop-nightly", build_number=77, content=LOG,
                             size=len(LOG), is_complete=True)
     result = record(django_capture_on_commit_callbacks, job_name="folder/shop-nightly", build_number=77,

@@ -10,8 +10,8 @@ import time_machine
 from celery.signals import task_retry
 from django.utils import timezone
 
+from approvals.builds import build_result_record
 from approvals.models import ApprovalEvent, BuildResult, EventKind
-from approvals.services import build_result_record
 from telegram_bot.models import TelegramChat
 from telegram_bot.notices import (
     build_result_notify_task,
@@ -131,12 +131,12 @@ def test_build_result_gives_up_after_max_retries_and_says_so(fake_tg, shop_rule,
 
 
 def test_timeout_notice_to_a_blocked_chat_is_recorded(fake_tg, shop_rule, make_approval):
-    from approvals.services import approval_expire
+    from approvals.sweeps import approvals_expire_due
 
     approval = make_approval(timeout_minutes=1)
     fake_tg.kick(GROUP_ID)
     with time_machine.travel(timezone.now() + timedelta(minutes=2), tick=False):
-        assert approval_expire(approval=approval)
+        assert approvals_expire_due() == [approval.pk]
         timeout_notice_task.delay(approval.pk)
         timeout_notice_task.delay(approval.pk)
     assert len(fake_tg.calls_to("sendMessage")) == 1

@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from approvals.models import Approval, ApprovalEvent, EventKind
-from approvals.services import jenkins_server_default
+from jenkins_bridge.models import JenkinsServer
 from telegram_bot.messages import MAX_MESSAGE_LENGTH, tg_length
 from telegram_bot.notices import reminder_digest_task
 from tests.telegram_bot.conftest import GROUP_ID
@@ -20,7 +20,7 @@ PER_WINDOW, WINDOW = 4, 1.0
 
 
 def due_in_group(n: int) -> list[int]:
-    server = jenkins_server_default()
+    server = JenkinsServer.objects.default()
     now = timezone.now()
     Approval.objects.bulk_create([
         Approval(public_id=f"P{i:07d}", jenkins_server=server, job_name=f"folder/shop-{i}", build_number=i,

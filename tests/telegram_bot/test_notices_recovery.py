@@ -10,8 +10,10 @@ import time_machine
 from django.db import connection
 from django.utils import timezone
 
+from approvals.builds import build_result_record
 from approvals.models import Approval, ApprovalEvent, BuildResult, EventKind
-from approvals.services import approval_decide, build_result_record, jenkins_server_default
+from approvals.services import approval_decide
+from jenkins_bridge.models import JenkinsServer
 from telegram_bot import notices
 from telegram_bot.models import MessageKind, TelegramMessage
 from telegram_bot.notices import (
@@ -132,7 +134,7 @@ def test_a_delivered_notice_is_never_resent(fake_tg, approved, sweep, django_cap
     assert result.details["notice"]["chat_id"] == GROUP_ID
 
     # 升级前就通知过的结果只有 notified_at、没有任何记录：那不是死掉的认领，不补发
-    legacy = BuildResult.objects.create(jenkins_server=jenkins_server_default(), job_name="folder/shop-old",
+    legacy = BuildResult.objects.create(jenkins_server=JenkinsServer.objects.default(), job_name="folder/shop-old",
                                         build_number=5, result="SUCCESS", notified_at=timezone.now())
     age(legacy, received=timedelta(hours=2), notified=timedelta(hours=2))
     # 一天前的结果从没通知过（当时还没配置 Telegram）：已过时，不补发
