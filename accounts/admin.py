@@ -253,7 +253,7 @@ class ConfigStateAdmin(admin.ModelAdmin):
     @admin.action(description=gettext_lazy("立即重新加载配置文件"))
     def reload_now(self, request: HttpRequest, queryset: QuerySet[ConfigState]) -> None:
         """与 `manage.py load_config` 相同；改了文件不想等 30 秒时用。"""
-        from .config_loader import config_reload
+        from .config import config_reload
         from .tasks import config_change_notify
 
         if not request.user.is_superuser:

@@ -9,7 +9,6 @@ from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-
 # 一次审批最长等多久（7 天）：规则、配置文件与 API 都以它为上限
 MAX_TIMEOUT_MINUTES = 7 * 24 * 60
 
@@ -152,6 +151,8 @@ class ConfigState(models.Model):
     loaded_at = models.DateTimeField(_("加载时间"), null=True, blank=True)
     last_error = models.TextField(_("最近一次错误"), blank=True)
     last_error_at = models.DateTimeField(_("错误时间"), null=True, blank=True)
+    # 最近一次被拒绝的文件内容：周期热加载见到同一份坏内容就不再校验、不再通知（跨进程、跨重启）
+    refused_checksum = models.CharField(_("被拒绝内容的校验和"), max_length=64, blank=True)
 
     class Meta:
         verbose_name = _("配置状态")

@@ -7,7 +7,7 @@ import logging
 from celery import shared_task
 from django.db import transaction
 
-from .config_loader import LoadResult, config_reload
+from .config import LoadResult, config_reload
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,10 @@ def config_change_notify(result: LoadResult) -> None:
 
 @shared_task(name="accounts.tasks.config_reload_task", ignore_result=True)
 def config_reload_task() -> dict[str, str]:
-    """beat 每 30 秒触发：文件内容变了才重新校验与应用，坏文件被拒绝、旧配置继续生效。幂等。"""
+    """beat 每 30 秒触发：文件内容变了才重新校验与应用，坏文件被拒绝、旧配置继续生效。幂等。
+
+    被拒绝的内容记在 ConfigState.refused_checksum：哪个 worker、重启前后，同一份坏内容都只报一次。
+    """
     outcome: dict[str, str] = {}
     for result in config_reload(apply=True, force=False):
         outcome[result.name] = result.status

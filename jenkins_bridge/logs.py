@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import logging
 
-from approvals.models import Approval, BuildLog
 from approvals.builds import build_log_append
+from approvals.models import Approval, BuildLog
 
 from .client import JenkinsClient, JenkinsError
 from .models import JenkinsServer

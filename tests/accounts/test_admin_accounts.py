@@ -9,7 +9,7 @@ from django.contrib.admin import helpers
 from django.contrib.auth.models import User
 from django.urls import reverse
 
-from accounts import config_loader
+from accounts.config import config_reload
 from accounts.models import Approver, ConfigState, ProjectRule, Source
 
 
@@ -105,9 +105,8 @@ def test_config_state_is_read_only_and_can_reload(admin_client_, settings, tmp_p
     settings.USERS_CONFIG_FILE = tmp_path / "users.json"
     settings.APP_CONFIG_FILE = tmp_path / "app.json"
     settings.CONFIG_BACKUP_DIR = tmp_path / "backups"
-    config_loader._refused_checksums.clear()
     settings.USERS_CONFIG_FILE.write_text(json.dumps({"ivy": "admin"}), encoding="utf-8")
-    config_loader.config_reload()
+    config_reload()
     state = ConfigState.objects.get(name="users")
 
     detail = admin_client_.get(reverse("admin:accounts_configstate_change", args=[state.pk]))

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 from io import StringIO
@@ -14,14 +15,15 @@ from pathlib import Path
 import pytest
 from django.conf import settings as django_settings
 from django.core.management import CommandError, call_command
+from django.db import connection
 
-from accounts import config_loader
 from accounts.app_config import app_defaults
 from accounts.environments import normalize_environment
 from accounts.models import Approver, ConfigState, ProjectRule, Role, Source
 from accounts.permissions import check_can_approve
 from accounts.rules import resolve_rule
 from accounts.tasks import CONFIG_CHANGED_NOTIFY_TASK, config_reload_task
+from tests.concurrency import run_together
 
 GOOD = {
     "roles": {"admin": {"name": "管理员", "is_admin": True}, "ops_lead": {"name": "运维负责人"}},
@@ -68,9 +70,7 @@ def files(settings, tmp_path, db):
     settings.USERS_CONFIG_FILE = tmp_path / "users.json"
     settings.APP_CONFIG_FILE = tmp_path / "app.json"
     settings.CONFIG_BACKUP_DIR = tmp_path / "backups"
-    config_loader._refused_checksums.clear()
-    yield Files(tmp_path)
-    config_loader._refused_checksums.clear()
+    return Files(tmp_path)
 
 
 def load(*args: str) -> tuple[str, str]:
@@ -325,6 +325,37 @@ BAD_USERS = [
         "{file}: projets: 未知的键「projets」",
         id="typo-top-level",
     ),
+    # 类型严格：true 不是整数，"2002" 也不是，1 不是布尔值
+    pytest.param(
+        _bad(_set("users/bob/telegram_id", "2002")),
+        "{file}: users.bob.telegram_id: 必须是整数（Telegram 数字用户 ID，正数），实际是 \"2002\"（不要加引号）",
+        id="quoted-telegram-id",
+    ),
+    pytest.param(
+        _bad(_set("projects/shop/environments/production/required_approvals", True)),
+        "{file}: projects.shop.environments.production.required_approvals: 必须是整数，实际是 true",
+        id="bool-is-not-an-integer",
+    ),
+    pytest.param(
+        _bad(_set("projects/pay/stop_build", "yes")),
+        "{file}: projects.pay.stop_build: 必须是 true 或 false，实际是 \"yes\"",
+        id="string-is-not-a-bool",
+    ),
+    pytest.param(
+        _bad(_set("roles/ops_lead/can_approve", 1)),
+        "{file}: roles.ops_lead.can_approve: 必须是 true 或 false，实际是 1",
+        id="int-is-not-a-bool",
+    ),
+    pytest.param(
+        _bad(_set("users/carol", {"telegram_id": 2003})),
+        "{file}: users.carol: 缺少 role（角色）",
+        id="missing-role",
+    ),
+    pytest.param(
+        _bad(_set("projects/pay/reminders", {"interval": 5})),
+        "{file}: projects.pay.reminders.interval: 未知的键「interval」，可用的键：interval_minutes、backoff、max_count",
+        id="typo-in-reminders",
+    ),
 ]
 
 
@@ -347,6 +378,37 @@ def test_invalid_users_file_is_refused_and_nothing_changes(files, content, expec
     assert message in state.last_error and state.last_error_at is not None
 
 
+def test_shorthand_forms_are_normalised(files):
+    files.write_users({
+        "roles": {"ops_lead": "运维负责人"},
+        "users": {"bob": "运维负责人", "carol": {"role": "ops_lead", "environments": "生产", "projects": "shop*"}},
+        "projects": {"shop": ["bob", "carol"], "pay": {"approvers": "bob", "aliases": "支付"}},
+        "default_approvers": "bob",
+    })
+
+    load()
+
+    assert Role.objects.get(key="ops_lead").name == "运维负责人"
+    assert Approver.objects.get(username="bob").role.key == "ops_lead"  # 按名称引用简写定义的角色
+    carol = Approver.objects.get(username="carol")
+    assert carol.environments == ["production"] and carol.projects == ["shop*"]
+    shop = ProjectRule.objects.get(project="shop")
+    assert set(shop.approvers.values_list("username", flat=True)) == {"bob", "carol"}
+    assert ProjectRule.objects.get(project="pay").aliases == ["支付"]
+    assert list(ProjectRule.objects.get(is_default=True).approvers.values_list("username", flat=True)) == ["bob"]
+
+
+def test_a_user_with_one_bad_field_still_counts_as_defined(files):
+    files.write_users(_bad(_set("users/bob/telegram_id", True)))
+
+    err = load_fails()
+
+    assert f"{files.users}: users.bob.telegram_id: 必须是整数（Telegram 数字用户 ID，正数），实际是 true" in err
+    # 引用 bob 的项目不会再多报一串“未定义”“票数不够”
+    assert "未在 users 中定义" not in err and "审批永远无法通过" not in err
+    assert not Approver.objects.exists()
+
+
 def test_all_problems_of_a_file_are_reported_at_once(files):
     data = _bad(_set("projects/shop/chat_id", "x"))
     data["projects"]["pay"]["approvers"] = ["ghost"]
@@ -356,6 +418,45 @@ def test_all_problems_of_a_file_are_reported_at_once(files):
 
     assert "projects.shop.chat_id" in err and "用户「ghost」" in err
     assert not Approver.objects.exists() and not ProjectRule.objects.exists()
+
+
+def _schema_fields() -> list[tuple]:
+    from accounts.config import schema
+    from accounts.config.errors import visible_fields
+
+    def keys(model, *prefix):
+        return [(*prefix, key) for key in visible_fields(model)]
+
+    app_sections = {"approval": schema.ApprovalSection, "reminders": schema.Reminders,
+                    "telegram": schema.TelegramSection, "retention": schema.RetentionSection}
+    return [
+        (schema.UserEntry, {"role": "pm"}, keys(schema.UserEntry)),
+        (schema.RoleEntry, {}, keys(schema.RoleEntry)),
+        (schema.ProjectEntry, {"environments": {"prod": {}}, "reminders": {}},
+         [*keys(schema.ProjectEntry), *keys(schema.Reminders, "reminders"),
+          *keys(schema.EnvironmentRule, "environments", "prod"), ("environments", "prod", "aliases")]),
+        (schema.AppFile, {name: {} for name in app_sections},
+         [*keys(schema.AppFile), *(k for name, model in app_sections.items() for k in keys(model, name))]),
+    ]
+
+
+@pytest.mark.parametrize("value", [True, "5", 1.5, None, [], {}, "", "x" * 300, -1, 0, 10**20, ["a", 1], [0]])
+def test_every_schema_problem_is_described_in_chinese(value):
+    """pydantic 的每一种错误都有中文说法；升级 pydantic 换了错误类型，这里先失败，而不是把英文报给用户。"""
+    from accounts.config.errors import UNKNOWN_PROBLEM, Collector
+
+    fallback = str(UNKNOWN_PROBLEM).split("%")[0]
+    for model, base, paths in _schema_fields():
+        for path in paths:
+            data = copy.deepcopy(base)
+            target = data
+            for key in path[:-1]:
+                target = target[key]
+            target[path[-1]] = value
+            c = Collector("f.json")
+            c.validate(model, data)
+            for message in c.errors:
+                assert "Input should" not in message and f": {fallback}" not in message, (path, message)
 
 
 # ---------------------------------------------------------------- 文件记录与后台记录
@@ -552,6 +653,16 @@ def test_app_file_overrides_defaults(files):
         pytest.param({"telegram": {"bot_token": "123:abc"}}, "telegram.bot_token: 密钥不能写在配置文件里",
                      id="secret-in-file"),
         pytest.param({"retention": {"approvals_days": -1}}, "retention.approvals_days: 不能小于 0", id="retention"),
+        pytest.param({"retention": {"approval_days": "30"}}, "retention.approval_days: 必须是整数（天数）",
+                     id="retention-unknown-days-key"),
+        pytest.param({"reminders": {"backoff": True}}, "reminders.backoff: 必须是 1 到 10 之间的数字", id="backoff"),
+        pytest.param({"telegram": {"allowed_chat_ids": [-100, "-200"]}},
+                     'telegram.allowed_chat_ids[1]: 必须是整数（Telegram 群 ID），实际是 "-200"（不要加引号）',
+                     id="allowed-chat-id-string"),
+        pytest.param({"telegram": {"allowed_chat_ids": [0]}}, "telegram.allowed_chat_ids[0]: 不能为 0",
+                     id="allowed-chat-id-zero"),
+        pytest.param({"telegram": {"allowed_chat_ids": -100}}, "telegram.allowed_chat_ids: 必须是整数列表",
+                     id="allowed-chat-ids-not-a-list"),
     ],
 )
 def test_invalid_app_file_is_refused_and_last_good_stays(files, content, expected):
@@ -611,27 +722,108 @@ def test_periodic_reload_refuses_bad_file_once_and_keeps_last_good(files):
     assert ConfigState.objects.get(name="users").last_error == ""
 
 
-def test_change_notice_is_enqueued_when_notify_task_is_registered(files, django_capture_on_commit_callbacks,
-                                                                  monkeypatch):
+@pytest.fixture
+def notices(monkeypatch):
+    """记录投递给通知任务的 (name, ok, summary)；真正的通知任务（telegram_bot.notices）另有测试。
+
+    monkeypatch 结束后恢复原注册。
+    """
     from approvalbot.celery import app
 
-    calls = []
+    calls: list[tuple] = []
 
     class RecordingNotify:
-        """只记录投递参数；真正的通知任务（telegram_bot.notices）另有测试。monkeypatch 结束后恢复原注册。"""
-
         def delay(self, name, ok, summary):
             calls.append((name, ok, summary))
 
     monkeypatch.setitem(app.tasks, CONFIG_CHANGED_NOTIFY_TASK, RecordingNotify())
+    return calls
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_refused_content_is_remembered_in_the_database_not_in_the_process(files, notices,
+                                                                          django_capture_on_commit_callbacks):
+    """每个 prefork worker、重启后的进程都从 ConfigState 得知“这份坏内容已经报过”，不再校验、不再通知。"""
+    files.write_users({"alice": "admin"})
+    config_reload_task()
+    files.write_users('{"alice": ')
+    with django_capture_on_commit_callbacks(execute=True):
+        assert config_reload_task()["users"] == "refused"
+    assert ConfigState.objects.get(name="users").refused_checksum == _sha256(files.users)
+
+    # 另一份坏内容，由另一个 worker（或重启之前）拒绝过：本进程从没见过它，只能从数据库知道
+    files.write_users({"alice": "admin", "bob": {"role": "pm", "telegram_id": "5"}})
+    ConfigState.objects.filter(name="users").update(refused_checksum=_sha256(files.users),
+                                                    last_error="另一个 worker 记下的错误")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert config_reload_task()["users"] == "unchanged"
+    state = ConfigState.objects.get(name="users")
+    assert state.last_error == "另一个 worker 记下的错误"
+    assert [(name, ok) for name, ok, _summary in notices] == [("users", False)]
+    assert not Approver.objects.filter(username="bob").exists()
+
+    # 手动加载（load_config、后台按钮）总是重新校验并报错
+    assert f"{files.users}: bob.telegram_id: 必须是整数" in load_fails()
+
+    # 改好了（新内容）：照常生效，被拒记录清空
+    files.write_users({"alice": "admin", "bob": {"role": "pm", "telegram_id": 5}})
+    with django_capture_on_commit_callbacks(execute=True):
+        assert config_reload_task()["users"] == "applied"
+    state = ConfigState.objects.get(name="users")
+    assert (state.refused_checksum, state.last_error) == ("", "")
+    assert [ok for _name, ok, _summary in notices] == [False, True]
+
+
+def test_reverting_to_last_good_content_clears_the_refusal(files):
+    files.write_users({"alice": "admin"})
+    config_reload_task()
+    files.write_users({"alice": 5})
+    assert config_reload_task()["users"] == "refused"
+
+    files.write_users({"alice": "admin"})
+
+    assert config_reload_task()["users"] == "unchanged"
+    state = ConfigState.objects.get(name="users")
+    assert (state.refused_checksum, state.last_error, state.last_error_at) == ("", "", None)
+    files.write_users({"alice": 5})  # 同一份坏内容再出现：又是新的一次错误，要再报
+    assert config_reload_task()["users"] == "refused"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.mysql
+@pytest.mark.skipif(connection.vendor != "mysql", reason="行锁竞争只在 MySQL/MariaDB 上有意义")
+@pytest.mark.parametrize(
+    ("content", "outcome"),
+    [
+        pytest.param('{"alice": ', "refused", id="bad-json"),
+        pytest.param({"alice": "admin", "bob": {"role": "pm", "telegram_id": "5"}}, "refused", id="bad-schema"),
+        pytest.param({"alice": "admin", "bob": "pm"}, "applied", id="good"),
+    ],
+)
+def test_two_workers_seeing_new_content_at_once_announce_it_once(files, notices, content, outcome):
+    files.write_users({"alice": "admin"})
+    config_reload_task()
+    notices.clear()
+    files.write_users(content)
+
+    results = run_together([config_reload_task, config_reload_task])
+
+    assert sorted(result["users"] for _kind, result in results) == sorted([outcome, "unchanged"])
+    assert [(name, ok) for name, ok, _summary in notices] == [("users", outcome == "applied")]
+
+
+def test_change_notice_is_enqueued_when_notify_task_is_registered(files, notices, django_capture_on_commit_callbacks):
     files.write_users({"alice": "admin"})
     with django_capture_on_commit_callbacks(execute=True):
         config_reload_task()
     with django_capture_on_commit_callbacks(execute=True):
         config_reload_task()  # 没变化：不通知
 
-    assert len(calls) == 1
-    name, ok, summary = calls[0]
+    assert len(notices) == 1
+    name, ok, summary = notices[0]
     assert name == "users" and ok is True and "新建审批人 1" in summary
 
 

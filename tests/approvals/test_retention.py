@@ -15,7 +15,7 @@ from django.conf import settings as django_settings
 from django.utils import timezone
 
 from accounts.app_config import RETENTION_DEFAULT_DAYS, retention_days
-from accounts.config_loader import config_load
+from accounts.config import config_load
 from approvals.builds import build_log_append, build_result_record
 from approvals.models import (
     Approval,

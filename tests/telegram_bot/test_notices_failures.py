@@ -174,23 +174,18 @@ def test_config_notice_without_a_default_chat_sends_nothing(fake_tg):
 def test_config_reload_and_refusal_reach_the_default_chat(fake_tg, settings, tmp_path,
                                                           django_capture_on_commit_callbacks):
     """C7 全程：beat 的热加载任务发现文件变化 → 通知任务 → 假 Telegram 上的默认群。"""
-    from accounts import config_loader
     from accounts.tasks import config_reload_task
 
     settings.TELEGRAM_DEFAULT_CHAT_ID = GROUP_ID
     settings.USERS_CONFIG_FILE = tmp_path / "users.json"
     settings.APP_CONFIG_FILE = tmp_path / "app.json"
     settings.CONFIG_BACKUP_DIR = tmp_path / "backups"
-    config_loader._refused_checksums.clear()
-    try:
-        settings.USERS_CONFIG_FILE.write_text('{"alice": "admin"}', encoding="utf-8")
-        with django_capture_on_commit_callbacks(execute=True):
-            config_reload_task()
-        settings.USERS_CONFIG_FILE.write_text('{"alice": <坏>', encoding="utf-8")
-        with django_capture_on_commit_callbacks(execute=True):
-            config_reload_task()
-    finally:
-        config_loader._refused_checksums.clear()
+    settings.USERS_CONFIG_FILE.write_text('{"alice": "admin"}', encoding="utf-8")
+    with django_capture_on_commit_callbacks(execute=True):
+        config_reload_task()
+    settings.USERS_CONFIG_FILE.write_text('{"alice": <坏>', encoding="utf-8")
+    with django_capture_on_commit_callbacks(execute=True):
+        config_reload_task()
 
     applied, refused = fake_tg.chat_messages(GROUP_ID)
     assert applied.text.startswith("✅ 配置已重新加载：users.json")

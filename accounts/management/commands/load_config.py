@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from accounts.config_loader import config_reload
+from accounts.config import config_reload
 from accounts.tasks import config_change_notify
 
 
