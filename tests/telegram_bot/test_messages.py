@@ -2,14 +2,37 @@
 
 from __future__ import annotations
 
-import pytest
+import re
+from datetime import timedelta
+from pathlib import Path
 
+import pytest
+import time_machine
+from django.conf import settings
+from django.utils import timezone, translation
+
+from approvals.display import format_time
 from approvals.models import Status
 from approvals.services import approval_cancel, approval_decide
 from telegram_bot.keyboards import approval_keyboard, parse_approval_callback
-from telegram_bot.messages import MAX_MESSAGE_LENGTH, render_approval, render_detail, tg_length
+from telegram_bot.messages import (
+    MAX_MESSAGE_LENGTH,
+    plain_text,
+    render_approval,
+    render_detail,
+    render_help,
+    render_jenkins,
+    render_not_served,
+    render_pending_page,
+    render_start,
+    render_stats,
+    render_whoami,
+    tg_length,
+)
 from telegram_bot.services import approval_load
 from tests.fake_telegram import parse_telegram_html, utf16_len
+
+TELEGRAM_TEMPLATES = Path(settings.BASE_DIR) / "templates" / "telegram"
 
 
 def rendered(approval) -> tuple[str, str]:
@@ -140,3 +163,162 @@ def test_callback_data_is_short_and_round_trips():
                                   "ap:AB12CD34:a:extra", "ap:" + "A" * 70 + ":a", "ap:ＡＢ１２:a", None])
 def test_malformed_callback_data_is_rejected(data):
     assert parse_approval_callback(data) is None
+
+
+# ---------------------------------------------------------------- 模板：逐行排版、转义、适配长度
+
+
+@pytest.mark.django_db
+def test_pending_message_is_exactly_these_lines(shop_rule, make_approval):
+    approval = approval_load(make_approval().pk)
+    text = parse_telegram_html(render_approval(approval, now=approval.expires_at - timedelta(minutes=59)))
+    pid, build = approval.public_id, approval.build_number
+    assert text.split("\n") == [
+        f"🟢 发布审批 · {pid}",
+        "项目：shop-backend",
+        "环境：🟢 测试",
+        f"任务：shop-backend #{build}",
+        "版本：v1.2.3",
+        "操作：部署",
+        "发起人：Dave",
+        "同意票数：0/1",
+        f"剩余时间：59 分钟（截止 {format_time(approval.expires_at)}）",
+        "发布说明：",
+        "修复支付回调 🚀",
+        "🔗 构建日志",
+        "",
+        "⏳ 等待审批",
+        f"点击下方按钮，或发送 /approve {pid}、/reject {pid} 理由",
+    ]
+
+
+@pytest.mark.django_db
+def test_english_message_uses_english_labels_and_punctuation(shop_rule, make_approval):
+    approval = approval_load(make_approval(version="", operation="", description="").pk)
+    with translation.override("en"):
+        text = parse_telegram_html(render_approval(approval, now=approval.expires_at - timedelta(hours=1)))
+    assert text.split("\n")[:7] == [
+        f"🟢 Release approval · {approval.public_id}",
+        "Project: shop-backend",
+        "Environment: 🟢 Test",
+        f"Job: shop-backend #{approval.build_number}",
+        "Requested by: Dave",
+        "Approvals: 0/1",
+        f"Time left: 1h 0min (due {format_time(approval.expires_at)})",
+    ]
+
+
+@pytest.mark.django_db
+def test_detail_starts_with_the_same_summary_as_the_approval_message(shop_rule, make_approval, people):
+    from approvals.selectors import approval_detail
+
+    approval = make_approval(environment="production", version="v2.0.0", operation="蓝绿部署")
+    approval_decide(approval=approval, approver=people["approver"], decision="approve", channel="telegram")
+    with time_machine.travel(timezone.now(), tick=False):
+        message = parse_telegram_html(render_approval(approval_load(approval.pk))).split("\n")
+        detail = parse_telegram_html(render_detail(approval_detail(approval.public_id))).split("\n")
+    head = message[:message.index("")]
+    assert "同意票数：1/2（Bob）" in head and "环境：🔴 生产" in head
+    assert detail[:len(head)] == head
+
+
+@pytest.mark.django_db
+def test_plain_text_is_what_telegram_shows(shop_rule, make_approval):
+    approval = make_approval(description='<script>alert("x")</script> & &amp; 5 > 3 🚀', requested_by="<eve>")
+    html = render_approval(approval_load(approval.pk))
+    assert plain_text(html) == parse_telegram_html(html)
+    with translation.override("en"):
+        html = render_help()
+    assert plain_text(html) == parse_telegram_html(html)
+    assert "reply to the bot's prompt" in plain_text(html)
+
+
+@pytest.mark.django_db
+def test_whoami_with_a_huge_scope_is_cut_to_fit(people):
+    scope = [f"• project-{i} <生产> & 测试" for i in range(400)]
+    html = render_whoami(user_id=1002, username="bob", full_name="Bob", chat_id=1002, chat_type="private",
+                         approver=people["approver"], scope_lines=scope)
+    assert tg_length(html) <= MAX_MESSAGE_LENGTH
+    lines = parse_telegram_html(html).split("\n")
+    assert lines[:2] == ["👤 我是谁", "Telegram ID：1002"] and "可审批：" in lines
+    assert lines[-1] == "…"
+    shown = lines[lines.index("可审批：") + 1:-1]
+    assert 10 < len(shown) < 400 and shown == scope[:len(shown)]
+
+
+def test_jenkins_status_with_many_servers_is_cut_to_fit():
+    rows = [{"name": f"ci-{i}", "reachable": False, "error": "connection refused <x> & " * 5} for i in range(100)]
+    html = render_jenkins(rows)
+    assert tg_length(html) <= MAX_MESSAGE_LENGTH
+    lines = parse_telegram_html(html).split("\n")
+    assert lines[0] == "🛠 Jenkins 状态" and lines[1].startswith("🔴 ci-0 — 不可达：connection refused <x> &")
+    assert lines[-1] == "…" and 2 < len(lines) < 100
+
+
+@pytest.mark.django_db
+def test_template_layout_never_leaks_into_messages(shop_rule, make_approval, people):
+    """模板里的缩进、换行、注释都不进消息：没有首尾空行，没有以空格开头的行。"""
+    from approvals.selectors import approval_detail
+
+    approval = make_approval()
+    approval_decide(approval=approval, approver=people["approver"], decision="reject", reason="不行",
+                    channel="telegram")
+    pending = approval_load(make_approval().pk)
+    rendered = [
+        render_approval(approval_load(approval.pk)), render_detail(approval_detail(approval.public_id)),
+        render_help(), render_start(approver_label="Bob"), render_start(approver_label=None),
+        render_not_served(chat_id=-100, chat_type="group", user_id=1, username="x"),
+        render_whoami(user_id=1, username=None, full_name="X", chat_id=1, chat_type="private", approver=None,
+                      scope_lines=[]),
+        render_stats({"total": 1}), render_pending_page([pending], page=1, pages=1, total=1),
+        render_pending_page([], page=1, pages=1, total=0), render_jenkins([]),
+        render_jenkins([{"name": "ci", "reachable": True, "version": "2.4", "latency_ms": 5}]),
+    ]
+    for html in rendered:
+        lines = html.split("\n")
+        assert lines[0].strip() and lines[-1].strip(), html
+        assert not [line for line in lines if line[:1].isspace()], html
+        assert "{%" not in html and "{{" not in html
+
+
+def test_every_translated_string_in_telegram_templates_is_escaped():
+    """模板里的译文是“安全”字符串，自动转义不管它：译者写下的 & 或 < 会让 Telegram 拒收整条消息。
+
+    所以每个 {% translate %} 都要经过 force_escape 或 label（或存进变量交给会转义的标签）。"""
+    tag = re.compile(r"""{%\s*(?:translate|trans)\s+("[^"]*"|'[^']*')(.*?)%}""")
+    raw = []
+    for path in sorted(TELEGRAM_TEMPLATES.glob("*.html")):
+        for match in tag.finditer(path.read_text(encoding="utf-8")):
+            rest = match.group(2).strip()
+            if not rest.startswith(("|force_escape", "|label", "as ")):
+                raw.append(f"{path.name}: {match.group(0)}")
+    assert not raw, "\n".join(raw)
+    assert len(list(TELEGRAM_TEMPLATES.glob("*.html"))) >= 10
+
+
+@pytest.mark.django_db
+def test_shared_template_pieces_escape_values_and_refuse_unsafe_links(shop_rule, make_approval, people):
+    """通知以后复用的片段：brief 摘要只有项目/环境/任务/版本；提及、链接照样转义，非 http(s) 地址不出链接。"""
+    from django.template import engines
+
+    source = """{% load i18n telegram %}{% linemode %}
+      {% include "telegram/_summary.html" with brief=True %}
+      {% line %}{{ approver|mention }} {{ nobody|mention }}{% endline %}
+      {% line %}[{% link good "看 <日志>" %}][{% link bad "x" %}]{% endline %}
+      {% line %}{{ "1/2"|with_note:names }}{% endline %}
+    {% endlinemode %}"""
+    approval = approval_load(make_approval(environment="staging", version="<v3>").pk)
+    nobody = type("Nobody", (), {"telegram_id": None, "telegram_username": "no_id", "label": "N"})()
+    html = engines["django"].from_string(source).render({
+        "approval": approval, "approver": people["approver"], "nobody": nobody,
+        "good": "https://ci.example.com/?a=1&b=2", "bad": "javascript:alert(1)", "names": "Bob & <Erin>",
+    })
+    assert html.split("\n") == [
+        "<b>项目：</b>shop-backend",
+        "<b>环境：</b>🟡 预发布",
+        f"<b>任务：</b>shop-backend #{approval.build_number}",
+        "<b>版本：</b>&lt;v3&gt;",
+        '<a href="tg://user?id=1002">Bob</a> @no_id',
+        '[<a href="https://ci.example.com/?a=1&amp;b=2">看 &lt;日志&gt;</a>][]',
+        "1/2（Bob &amp; &lt;Erin&gt;）",
+    ]
