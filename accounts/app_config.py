@@ -38,6 +38,13 @@ def app_defaults() -> dict[str, Any]:
     return values
 
 
+def allowed_chat_ids() -> frozenset[int] | None:
+    """config/app.json 的 telegram.allowed_chat_ids：设置了（非空）时机器人只在这些群里回答、只往这些群发消息。"""
+    state = ConfigState.objects.filter(name="app").values_list("data", flat=True).first() or {}
+    ids = (state.get("telegram") or {}).get("allowed_chat_ids")
+    return frozenset(int(i) for i in ids) if ids else None
+
+
 # 保留期（D8）的默认天数：审批与历史够做一年审计；日志体积大，一个月后归档；构建结果留半年做统计
 RETENTION_DEFAULT_DAYS: dict[str, int] = {"approvals": 365, "events": 365, "build_logs": 30, "build_results": 180}
 

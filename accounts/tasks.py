@@ -5,36 +5,25 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
-from django.db import transaction
+
+from approvalbot.celery import enqueue_on_commit
 
 from .config import LoadResult, config_reload
 
 logger = logging.getLogger(__name__)
 
-# 由 telegram_bot 实现（若已注册）：config_changed_notify_task(name, ok, summary)
+# 由 telegram_bot 实现：config_changed_notify_task(name, ok, summary)
 CONFIG_CHANGED_NOTIFY_TASK = "telegram_bot.tasks.config_changed_notify_task"
 
 
 def config_change_notify(result: LoadResult) -> None:
-    """C7：配置变化（生效或被拒）记一行日志；通知任务已注册时再发 Telegram 通知。"""
+    """C7：配置变化（生效或被拒）记一行日志，提交后再发 Telegram 通知。"""
     if result.ok:
         logger.info("配置已更新：%s", result.describe())
     else:
         logger.error("配置被拒绝：%s", result.describe())
-    from approvalbot.celery import app
-
-    task = app.tasks.get(CONFIG_CHANGED_NOTIFY_TASK)
-    if task is None:
-        return
-    args = (result.name, result.ok, result.describe())
-
-    def _send() -> None:
-        try:
-            task.delay(*args)
-        except Exception:  # broker 故障不能影响已生效的配置；日志里已有这次变化
-            logger.exception("投递配置变化通知失败：%s", result.name)
-
-    transaction.on_commit(_send)
+    # broker 故障不能影响已生效的配置：投递失败只记日志（日志里已有这次变化）
+    enqueue_on_commit(CONFIG_CHANGED_NOTIFY_TASK, result.name, result.ok, result.describe())
 
 
 @shared_task(name="accounts.tasks.config_reload_task", ignore_result=True)

@@ -30,6 +30,26 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
+RETRY_BASE_SECONDS = 5
+
+
+def retry_countdown(attempt: int, retry_after: float | None = None) -> float:
+    """第 attempt 次（从 0 数）失败后等多久再试：指数退避 5、10、20… 秒，封顶 CELERY_RETRY_BACKOFF_MAX，
+    带抖动（[0.8, 1] 倍：许多任务同时失败时不在同一秒一起重试）；不早于对方要求的 retry_after。
+
+    Jenkins 操作与 Telegram 发件箱共用这一个策略。封顶值必须小于 broker 的 visibility_timeout。
+    """
+    import random
+
+    from django.conf import settings
+
+    ceiling = min(float(settings.CELERY_RETRY_BACKOFF_MAX), RETRY_BASE_SECONDS * (2 ** max(attempt, 0)))
+    countdown = random.uniform(ceiling * 0.8, ceiling)
+    if retry_after:
+        countdown = max(countdown, float(retry_after) + 1)
+    return round(countdown, 1)
+
+
 def enqueue_on_commit(task_name: str, *args: object) -> None:
     """事务提交后按名字投递任务：调用方不必在导入时依赖实现任务的 app（approvals 不依赖 telegram_bot）。
 

@@ -238,14 +238,13 @@ class ApprovalEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 @admin.register(BuildResult)
 class BuildResultAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("received_at", "job_name", "build_number", "project", "environment", "version", "result",
-                    "duration_display", "approval", "notified_at")
+                    "duration_display", "approval")
     list_filter = ("result", "environment", ("received_at", admin.DateFieldListFilter), "jenkins_server")
     search_fields = ("job_name", "project", "version", "approval__public_id")
     date_hierarchy = "received_at"
     list_select_related = ("approval",)
     readonly_fields = ("approval", "jenkins_server", "job_name", "build_number", "build_url", "project",
-                       "environment", "version", "result", "duration_ms", "details_pretty", "received_at",
-                       "notified_at")
+                       "environment", "version", "result", "duration_ms", "details_pretty", "received_at")
     fields = readonly_fields
 
     @admin.display(description=gettext_lazy("耗时"), ordering="duration_ms")
@@ -262,12 +261,12 @@ class BuildResultAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(BuildLog)
 class BuildLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("fetched_at", "job_name", "build_number", "approval", "size", "is_complete", "archived")
-    list_filter = ("is_complete", "archived", "jenkins_server")
+    list_display = ("fetched_at", "job_name", "build_number", "approval", "size", "is_complete")
+    list_filter = ("is_complete", "jenkins_server")
     search_fields = ("job_name", "approval__public_id")
     list_select_related = ("approval",)
     # 日志可能有几十 MB：列表不取正文，详情只显示末尾
-    readonly_fields = ("approval", "jenkins_server", "job_name", "build_number", "size", "is_complete", "archived",
+    readonly_fields = ("approval", "jenkins_server", "job_name", "build_number", "size", "is_complete",
                        "fetched_at", "content_tail")
     fields = readonly_fields
 

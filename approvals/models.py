@@ -262,7 +262,6 @@ class BuildResult(models.Model):
     duration_ms = models.PositiveBigIntegerField(_("耗时（毫秒）"), null=True, blank=True)
     details = models.JSONField(_("详情"), default=dict, blank=True)
     received_at = models.DateTimeField(_("接收时间"), auto_now_add=True, db_index=True)
-    notified_at = models.DateTimeField(_("通知时间"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("构建结果")
@@ -288,7 +287,6 @@ class BuildLog(models.Model):
     content = models.TextField(_("日志内容"), blank=True)
     size = models.PositiveBigIntegerField(_("字节数"), default=0)
     is_complete = models.BooleanField(_("构建已结束"), default=False)
-    archived = models.BooleanField(_("已归档"), default=False)
     fetched_at = models.DateTimeField(_("获取时间"), auto_now=True, db_index=True)
 
     class Meta:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from statistics import median
 from typing import Any
 
@@ -88,51 +88,3 @@ def approval_stats(*, since: datetime | None = None) -> dict[str, Any]:
         "today": qs.filter(created_at__gte=today_start).count(),
         "median_decision_seconds": median(durations) if durations else None,
     }
-
-
-def approvals_due_for_reminder(*, now: datetime, limit: int = 500) -> QuerySet[Approval]:
-    return (
-        Approval.objects.filter(status=Status.PENDING, next_reminder_at__lte=now, expires_at__gt=now)
-        .order_by("next_reminder_at", "id")[:limit]
-    )
-
-
-def approvals_expired(*, now: datetime, limit: int = 500) -> QuerySet[Approval]:
-    return Approval.objects.filter(status=Status.PENDING, expires_at__lte=now).order_by("expires_at", "id")[:limit]
-
-
-def approvals_pending_older_than(*, seconds: int) -> QuerySet[Approval]:
-    return Approval.objects.filter(status=Status.PENDING, created_at__lte=timezone.now() - timedelta(seconds=seconds))
-
-
-def approvals_pending_for_approver(approver: Any, *, limit: int = 500) -> list[Approval]:
-    """此人此刻可以投票的待审批（/pending）：权限允许、不是自己发起的、还没投过票；最早截止的在前。
-
-    规则每个（项目, 环境）只解析一次，避免逐条查询规则表。
-    """
-    from accounts.models import ProjectRule
-    from accounts.permissions import check_can_approve
-    from accounts.rules import resolve_rule
-
-    now = timezone.now()
-    candidates = list(
-        Approval.objects.filter(status=Status.PENDING, expires_at__gt=now)
-        .exclude(votes__approver=approver)
-        .select_related("requester")
-        .order_by("expires_at", "id")[:limit]
-    )
-    rules = list(
-        ProjectRule.objects.filter(is_active=True).prefetch_related("approvers__role", "approver_roles", "owners")
-    )
-    resolved: dict[tuple[str, str], Any] = {}
-    result = []
-    for approval in candidates:
-        if approval.requester_id is not None and approval.requester_id == approver.pk:
-            continue
-        key = (approval.project, approval.environment)
-        if key not in resolved:
-            resolved[key] = resolve_rule(approval.project, approval.environment, rules=rules)
-        if check_can_approve(approver, project=approval.project, environment=approval.environment,
-                             rule=resolved[key]):
-            result.append(approval)
-    return result

@@ -54,6 +54,7 @@ class DecisionOutcome:
     approval: Approval
     vote: Vote
     final: bool
+    received: int  # 此刻的同意票数（含这一票）
 
 
 # ---------------------------------------------------------------- 历史与查找
@@ -422,12 +423,12 @@ def _decide_locked(*, pk: int, approver: Approver | None, decision: str, reason:
         _close(locked, status=Status.APPROVED if approved else Status.REJECTED, reason=reason, actor=approver,
                channel=channel, kind=EventKind.APPROVED if approved else EventKind.REJECTED, jenkins_action=True,
                details={"votes": received, "required": locked.required_approvals}, now=now)
-        return DecisionOutcome(locked, vote, final=True)
+        return DecisionOutcome(locked, vote, final=True, received=received)
     event_record(approval=locked, kind=EventKind.VOTE, channel=channel, actor=approver,
                  details={"decision": decision, "reason": reason, "votes": received,
                           "required": locked.required_approvals})
     effects.approval_changed(locked.pk)
-    return DecisionOutcome(locked, vote, final=False)
+    return DecisionOutcome(locked, vote, final=False, received=received)
 
 
 @transaction.atomic

@@ -116,8 +116,8 @@ def pending(n: int, *, prefix: str, chats: list[int]) -> list[int]:
     ], batch_size=1000)
     rows = list(Approval.objects.filter(public_id__startswith=prefix).values_list("pk", "chat_id"))
     TelegramMessage.objects.bulk_create([
-        TelegramMessage(approval_id=pk, kind=MessageKind.APPROVAL, chat_id=chat, message_id=index + 1,
-                        state=MessageState.SENT, shown_status="pending")
+        TelegramMessage(approval_id=pk, kind=MessageKind.APPROVAL, dedupe_key=f"approval:{pk}", chat_id=chat,
+                        message_id=index + 1, state=MessageState.SENT, shown_status="pending")
         for index, (pk, chat) in enumerate(rows)
     ], batch_size=1000)
     return [pk for pk, _chat in rows]
@@ -179,7 +179,8 @@ def part_sweeps(rows: int) -> None:
     from approvals import effects
     from approvals.models import Approval, Status
     from approvals.tasks import reminder_sweep_task, timeout_sweep_task
-    from telegram_bot import notices
+    from telegram_bot import tasks as telegram_tasks
+    from telegram_bot.notices import common
 
     people_and_rule()
     pending(rows, prefix="S", chats=CHATS)
@@ -196,12 +197,12 @@ def part_sweeps(rows: int) -> None:
         Approval.objects.filter(status=Status.PENDING).update(next_reminder_at=timezone.now())
         effects.enqueue_on_commit = original
         app.conf.task_always_eager = True
-        notices.TelegramSender = RecordingSender
+        telegram_tasks.TelegramSender = RecordingSender
         RecordingSender.messages.clear()
         total, elapsed, queries = measure(reminder_sweep_task)
         texts = [t for _c, t in RecordingSender.messages]
-        longest = max((notices.visible_length(t) for t in texts), default=0)
-        entities = max((notices.entity_count(t) for t in texts), default=0)
+        longest = max((common.visible_length(t) for t in texts), default=0)
+        entities = max((common.entity_count(t) for t in texts), default=0)
         line("提醒扫描 + 摘要任务（eager，记录发送器）", total, elapsed, queries,
              f"  消息 {len(texts)} 条，最长 {longest} 字，最多 {entities} 个实体")
         app.conf.task_always_eager = False
@@ -225,12 +226,15 @@ def part_group(n: int, scale: float) -> None:
     from django.db import connections
 
     from approvalbot.celery import app
-    from approvals.models import ApprovalEvent, EventKind
+    from approvals.effects import REMINDER_DIGEST_TASK
     from approvals.tasks import reminder_sweep_task
-    from telegram_bot import notices, sender
+    from telegram_bot import sender
+    from telegram_bot import tasks as telegram_tasks
+    from telegram_bot.models import MessageKind, MessageState, TelegramMessage
+    from telegram_bot.notices import common, reminders
     from tests.fake_telegram import FakeTelegram
 
-    notices.TelegramSender = sender.TelegramSender
+    telegram_tasks.TelegramSender = sender.TelegramSender
     window = 60.0 / scale
     fake = FakeTelegram().start()
     fake.add_group(GROUP_ID, "发布审批群")
@@ -240,7 +244,7 @@ def part_group(n: int, scale: float) -> None:
     settings.TELEGRAM_PACING_GROUP_SECONDS = 3.2 / scale
     settings.TELEGRAM_PACING_PRIVATE_SECONDS = 1.0 / scale
     settings.TELEGRAM_MAX_INLINE_WAIT_SECONDS = 10.0 / scale
-    notices.DIGEST_TIME_BUDGET_SECONDS = 30.0 / scale
+    reminders.DIGEST_TIME_BUDGET_SECONDS = 30.0 / scale
 
     ids = pending(n, prefix="G", chats=[GROUP_ID])
     print(f"第二部分：{n} 条提醒在同一个群，假 Bot API 每群 20 条/{window:g} 秒"
@@ -250,7 +254,7 @@ def part_group(n: int, scale: float) -> None:
     from celery.signals import task_prerun
 
     def count(sender=None, **kwargs) -> None:
-        if sender is not None and sender.name == notices.REMINDER_DIGEST_TASK:
+        if sender is not None and sender.name in (REMINDER_DIGEST_TASK, telegram_tasks.DELIVER_TASK):
             runs["n"] += 1
 
     task_prerun.connect(count, weak=False)
@@ -261,9 +265,8 @@ def part_group(n: int, scale: float) -> None:
         deadline = started + 30 * 60 / scale + 120
         done = 0
         while time.monotonic() < deadline:
-            done = ApprovalEvent.objects.filter(approval_id__in=ids, kind__in=[EventKind.NOTIFIED,
-                                                                                EventKind.NOTIFY_FAILED],
-                                                details__notice="reminder").count()
+            done = TelegramMessage.objects.filter(approval_id__in=ids, kind=MessageKind.REMINDER,
+                                                  state__in=[MessageState.SENT, MessageState.FAILED]).count()
             if done >= n:
                 break
             time.sleep(0.5)
@@ -275,11 +278,12 @@ def part_group(n: int, scale: float) -> None:
     ok = [c for c in calls if c.status == 200]
     limited = [c for c in calls if c.status == 429]
     texts = [str(c.params["text"]) for c in ok]
-    failed = ApprovalEvent.objects.filter(approval_id__in=ids, kind=EventKind.NOTIFY_FAILED).count()
+    failed = TelegramMessage.objects.filter(approval_id__in=ids, kind=MessageKind.REMINDER,
+                                            state=MessageState.FAILED).count()
     print(f"  扫描认领 {claimed} 条；摘要任务执行 {runs['n']} 次（含按时间预算接续的）；用时 {elapsed:.1f} s")
     print(f"  发出消息 {len(ok)} 条；429 共 {len(limited)} 次；记录为已提醒 {done - failed} 条，失败 {failed} 条")
-    print(f"  最长一条：{max(notices.visible_length(t) for t in texts)} 字（Telegram 计法，上限 4096），"
-          f"HTML 源码 {max(len(t) for t in texts)} 字符，实体最多 {max(notices.entity_count(t) for t in texts)} 个")
+    print(f"  最长一条：{max(common.visible_length(t) for t in texts)} 字（Telegram 计法，上限 4096），"
+          f"HTML 源码 {max(len(t) for t in texts)} 字符，实体最多 {max(common.entity_count(t) for t in texts)} 个")
     times = [c.at for c in ok]
     worst = max((sum(1 for t in times if s <= t < s + window) for s in times), default=0)
     print(f"  任意 {window:g} 秒窗口内最多发出 {worst} 条（限制 20）")

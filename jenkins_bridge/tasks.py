@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 import time
 from datetime import datetime, timedelta
 
@@ -13,6 +12,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from approvalbot.celery import retry_countdown
 from approvals.effects import JENKINS_RESUME_TASK
 from approvals.models import Approval, JenkinsActionState, ResumeMode, Status
 from approvals.services import approval_record_jenkins_action
@@ -23,7 +23,6 @@ from .services import approval_input_ready_check, approval_mirror_check, approva
 
 logger = logging.getLogger(__name__)
 
-RETRY_BASE_SECONDS = 5
 RESUME_MAX_RETRIES = 12
 # 恢复扫描：最后一次尝试之后超过“最长退避 + 余量”仍是 pending，说明重试消息丢了
 RECOVERY_GRACE_SECONDS = 120
@@ -34,14 +33,6 @@ MIRROR_TIME_BUDGET_SECONDS = 40.0
 CIRCUIT_BREAKING_KINDS = frozenset({"connection", "timeout", "auth", "not_configured"})
 # “input 尚未进入等待”先快速重试几次（5、10、20 秒），之后交给镜像任务，不占用 RESUME_MAX_RETRIES
 INPUT_WAIT_FAST_RETRIES = 3
-
-
-def retry_countdown(retries: int, *, cap: float | None = None) -> float:
-    """指数退避 + 抖动：5、10、20… 秒，封顶 CELERY_RETRY_BACKOFF_MAX（须小于 visibility_timeout）。"""
-    cap = float(cap if cap is not None else settings.CELERY_RETRY_BACKOFF_MAX)
-    ceiling = min(cap, RETRY_BASE_SECONDS * (2 ** max(retries, 0)))
-    # 抖动取 [一半, 全部]：许多审批同时失败时不会在同一秒一起重试
-    return round(random.uniform(ceiling / 2, ceiling), 1)
 
 
 @shared_task(name=JENKINS_RESUME_TASK, bind=True, ignore_result=True, max_retries=RESUME_MAX_RETRIES)

@@ -21,10 +21,11 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(TelegramMessage)
 class TelegramMessageAdmin(admin.ModelAdmin):
-    list_display = ("approval", "chat_id", "message_id", "state", "shown_status", "attempts", "error_code",
-                    "sent_at", "edited_at")
+    list_display = ("created_at", "kind", "approval", "chat_id", "message_id", "state", "shown_status", "attempts",
+                    "error_code", "sent_at", "edited_at")
     list_filter = ("state", "kind", "error_code")
-    search_fields = ("approval__public_id", "=chat_id")
+    search_fields = ("approval__public_id", "=chat_id", "dedupe_key")
+    list_select_related = ("approval",)
     readonly_fields = [f.name for f in TelegramMessage._meta.fields]
     actions = ["retry_messages"]
 
@@ -33,15 +34,18 @@ class TelegramMessageAdmin(admin.ModelAdmin):
 
     @admin.action(description=gettext_lazy("重新发送/刷新所选消息"))
     def retry_messages(self, request: HttpRequest, queryset: QuerySet[TelegramMessage]) -> None:
-        from .tasks import approval_announce_task
+        from .tasks import approval_messages_refresh_task, outbox_deliver_task
 
-        # 永久失败的行回到“待发送”：问题（如机器人被移出群）修好后由管理员手动重发
+        # 失败的行回到“待发送”：问题（如机器人被移出群）修好后由管理员手动重发；已发的审批消息重新核对内容
         rows = list(queryset)
-        TelegramMessage.objects.filter(pk__in=[r.pk for r in rows], state=MessageState.FAILED).update(
-            state=MessageState.PENDING, message_id=None, error_code="", last_error=""
-        )
-        for approval_id in {r.approval_id for r in rows}:
-            approval_announce_task.delay(approval_id)
+        failed = [r.pk for r in rows if r.state == MessageState.FAILED]
+        TelegramMessage.objects.filter(pk__in=failed).update(
+            state=MessageState.PENDING, message_id=None, error_code="", last_error="", permanent=False, attempts=0,
+            next_attempt_at=None, lease_token="", lease_until=None)
+        if failed:
+            outbox_deliver_task.delay(failed)
+        for approval_id in {r.approval_id for r in rows if r.state == MessageState.SENT and r.approval_id}:
+            approval_messages_refresh_task.delay(approval_id)
         self.message_user(request, _("已安排重新发送 %(n)d 条。") % {"n": len(rows)}, messages.SUCCESS)
 
 

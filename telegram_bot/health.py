@@ -24,11 +24,13 @@ def telegram_health(*, check_api: bool = False, timeout: float = 5.0) -> dict[st
     failed = TelegramMessage.objects.filter(state=MessageState.FAILED, updated_at__gte=now - timedelta(hours=24))
     data["failed_messages_24h"] = failed.count()
     data["recent_failures"] = [
-        {"approval": r.approval.public_id, "chat_id": r.chat_id, "code": r.error_code, "error": r.last_error[:200]}
+        {"kind": r.kind, "approval": r.approval.public_id if r.approval else None, "chat_id": r.chat_id,
+         "code": r.error_code, "error": r.last_error[:200]}
         for r in failed.select_related("approval").order_by("-updated_at")[:5]
     ]
+    # 待发超过 5 分钟：重试在排队，或投递丢了等着补发扫描
     data["stuck_messages"] = TelegramMessage.objects.filter(
-        state=MessageState.PENDING, created_at__lte=now - timedelta(minutes=5)
+        state=MessageState.PENDING, created_at__lte=now - timedelta(minutes=5), created_at__gte=now - timedelta(hours=24)
     ).count()
     data["failed_chats"] = [
         {"chat_id": c.chat_id, "code": c.error_code, "error": c.last_error[:200],

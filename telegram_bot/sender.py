@@ -33,6 +33,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from accounts.app_config import allowed_chat_ids
 from approvalbot.logging import redact
 
 from .models import GLOBAL_PACING_CHAT_ID, TelegramChat
@@ -114,6 +115,22 @@ def close_http_clients() -> None:
 
 # ---------------------------------------------------------------- 聊天状态
 
+def chats_with_successors(chat_ids: set[int], *, hops: int = 5) -> set[int]:
+    """这些群，加上它们（沿已记录的迁移）升级成的超级群。配置里写旧 id 的群迁移后仍算同一个群。"""
+    chats = set(chat_ids)
+    frontier = set(chat_ids)
+    for _hop in range(hops):
+        migrated = set(
+            TelegramChat.objects.filter(chat_id__in=frontier, migrated_to_chat_id__isnull=False)
+            .values_list("migrated_to_chat_id", flat=True)
+        ) - chats
+        if not migrated:
+            break
+        chats |= migrated
+        frontier = migrated
+    return chats
+
+
 def chat_resolve(chat_id: int) -> int:
     """沿着已记录的迁移找到聊天现在的 id（旧群 → 超级群）。"""
     seen = {chat_id}
@@ -125,6 +142,14 @@ def chat_resolve(chat_id: int) -> int:
         seen.add(nxt)
         current = nxt
     return current
+
+
+def chat_allowed(chat_id: int) -> bool:
+    """config/app.json 的 telegram.allowed_chat_ids 设置了时，只有这些群（及其迁移后的超级群）可以发；私聊不受限。"""
+    if chat_id > 0:
+        return True
+    allowed = allowed_chat_ids()
+    return allowed is None or chat_id in chats_with_successors(set(allowed))
 
 
 def chat_record_migration(*, old_chat_id: int, new_chat_id: int) -> None:
@@ -285,6 +310,9 @@ class TelegramSender:
         """调用一个 Bot API 方法并返回 result。chat_id 给出时按该聊天节流；短的 429 冷却就地等待重试一次。"""
         if not self.token:
             raise TelegramSendError(_("没有配置 TELEGRAM_BOT_TOKEN"), permanent=False, code="not_configured")
+        if chat_id is not None and not chat_allowed(chat_id):
+            raise TelegramSendError(_("群 %(chat)s 不在 telegram.allowed_chat_ids 里，不往这里发消息")
+                                    % {"chat": chat_id}, permanent=True, code="chat_not_allowed")
         payload = {k: v for k, v in params.items() if v is not None}
         for attempt in range(2):
             if self.pacer is not None and chat_id is not None:

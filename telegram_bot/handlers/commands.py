@@ -17,8 +17,9 @@ from telegram.ext import ContextTypes
 
 from accounts.models import Approver, ProjectRule
 from accounts.permissions import check_bot_access
+from approvals.eligibility import approvals_pending_for_approver
 from approvals.errors import ApprovalError
-from approvals.selectors import approval_detail, approval_stats, approvals_pending_for_approver
+from approvals.selectors import approval_detail, approval_stats
 from jenkins_bridge.models import JenkinsServer
 
 from ..identity import telegram_identify

@@ -7,9 +7,7 @@
 from __future__ import annotations
 
 import functools
-import html
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
@@ -21,13 +19,13 @@ from telegram.constants import ChatType
 from telegram.error import TelegramError
 from telegram.ext import ApplicationHandlerStop, ContextTypes
 
-from accounts.app_config import app_defaults
+from accounts.app_config import allowed_chat_ids, app_defaults
 from accounts.models import ProjectRule
 
 from ..identity import telegram_identify
 from ..language import user_language
-from ..messages import callback_answer_text, render_not_served
-from ..models import TelegramChat
+from ..messages import callback_answer_text, plain_text, render_not_served
+from ..sender import chats_with_successors
 from ..services import update_mark_processed
 
 logger = logging.getLogger("telegram_bot.handlers")
@@ -97,8 +95,9 @@ async def dedupe_update(update: object, context: ContextTypes.DEFAULT_TYPE) -> N
 # ---------------------------------------------------------------- 只服务已配置的聊天
 
 
-def allowed_group_chats() -> set[int]:
-    """允许的群：默认群（环境变量与 app.json）、每条启用规则的群，以及它们迁移后的超级群。"""
+def served_group_chats() -> set[int]:
+    """服务的群：默认群（环境变量与 app.json）与每条启用规则的群，及其迁移后的超级群；
+    设置了 telegram.allowed_chat_ids 时只留其中允许的。"""
     chats: set[int] = set()
     default = app_defaults().get("chat_id")
     if default:
@@ -107,16 +106,10 @@ def allowed_group_chats() -> set[int]:
         int(c) for c in ProjectRule.objects.filter(is_active=True, chat_id__isnull=False)
         .values_list("chat_id", flat=True)
     )
-    frontier = set(chats)
-    for _hop in range(3):
-        migrated = set(
-            TelegramChat.objects.filter(chat_id__in=frontier, migrated_to_chat_id__isnull=False)
-            .values_list("migrated_to_chat_id", flat=True)
-        ) - chats
-        if not migrated:
-            break
-        chats |= migrated
-        frontier = migrated
+    chats = chats_with_successors(chats)
+    allowed = allowed_chat_ids()
+    if allowed is not None:
+        chats &= chats_with_successors(set(allowed))
     return chats
 
 
@@ -127,7 +120,7 @@ def chat_is_served(*, chat_id: int, chat_type: str, user_id: int | None, usernam
             return False
         identity = telegram_identify(user_id=user_id, username=username, chat_id=chat_id)
         return identity.approver is not None
-    return chat_id in allowed_group_chats()
+    return chat_id in served_group_chats()
 
 
 async def gate_chat(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -181,14 +174,9 @@ async def safe_answer(update: Update, text: str | None = None, *, alert: bool = 
         return
     try:
         if text:
-            plain = html_to_plain(text) if is_html else text
+            plain = plain_text(text) if is_html else text
             await query.answer(callback_answer_text(plain), show_alert=alert)
         else:
             await query.answer()
     except TelegramError:
         logger.warning("回答按钮 %s 失败", query.id, exc_info=True)
-
-
-def html_to_plain(html_text: str) -> str:
-    """把我们渲染的 HTML 变回纯文本（去标签、反转义）。"""
-    return html.unescape(re.sub(r"<[^>]+>", "", html_text))

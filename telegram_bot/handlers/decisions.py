@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from django.utils import timezone
 from django.utils.translation import gettext as _
 from telegram import Update
 from telegram.error import TelegramError
@@ -23,7 +22,7 @@ from approvals.services import approval_decide, approval_reason_add
 from ..identity import telegram_identify
 from ..keyboards import parse_approval_callback, reason_force_reply
 from ..messages import esc, mention_html, render_reason_prompt
-from ..models import ReasonPrompt
+from ..services import reason_prompt_claim, reason_prompt_record
 from .common import db, safe_answer, safe_reply
 
 logger = logging.getLogger("telegram_bot.handlers")
@@ -80,7 +79,7 @@ def decide_from_telegram(
     elif outcome.final:
         text = _("✅ 已同意发布 %(id)s，构建继续。") % {"id": final.public_id}
     else:
-        received = Vote.objects.filter(approval=final, decision=Vote.Decision.APPROVE).count()
+        received = outcome.received
         text = _("✅ 已记录你对 %(id)s 的同意（%(n)d/%(m)d），还需 %(left)d 票。") % {
             "id": final.public_id, "n": received, "m": final.required_approvals,
             "left": max(final.required_approvals - received, 0),
@@ -92,28 +91,14 @@ def decide_from_telegram(
     )
 
 
-def reason_prompt_record(
-    *, approval_id: int, approver_id: int, telegram_user_id: int, chat_id: int, message_id: int
-) -> None:
-    ReasonPrompt.objects.get_or_create(
-        chat_id=chat_id, message_id=message_id,
-        defaults={"approval_id": approval_id, "approver_id": approver_id, "telegram_user_id": telegram_user_id},
-    )
-
-
 def reason_reply(*, chat_id: int, reply_to_message_id: int, user_id: int, text: str) -> str | None:
     """处理对“请回复理由”提示的回复；不是回复提示的返回 None（忽略）。"""
-    prompt = (
-        ReasonPrompt.objects.select_related("approval", "approver")
-        .filter(chat_id=chat_id, message_id=reply_to_message_id)
-        .first()
-    )
-    if prompt is None:
+    prompt, problem = reason_prompt_claim(chat_id=chat_id, message_id=reply_to_message_id, user_id=user_id)
+    if problem == "not_prompt":
         return None
-    if prompt.telegram_user_id != user_id:
+    if problem == "not_owner":
         return _("只有拒绝者本人可以补充理由。")
-    claimed = ReasonPrompt.objects.filter(pk=prompt.pk, answered_at__isnull=True).update(answered_at=timezone.now())
-    if not claimed:
+    if problem == "answered":
         return _("这条拒绝的理由已经处理过了。")
     reason = text.strip()
     if reason in NO_REASON_REPLIES:

@@ -11,7 +11,8 @@ from django.utils import timezone
 from approvals.models import Approval, ApprovalEvent, EventKind, JenkinsActionState, Status
 from approvals.services import approval_decide
 from approvals.sweeps import approvals_expire_due
-from jenkins_bridge.tasks import approval_resume_task, jenkins_action_recovery_task, retry_countdown
+from approvalbot.celery import retry_countdown
+from jenkins_bridge.tasks import approval_resume_task, jenkins_action_recovery_task
 from tests.fake_jenkins import FakeInput
 
 pytestmark = pytest.mark.django_db

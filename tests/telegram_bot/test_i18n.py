@@ -196,7 +196,7 @@ def test_telegram_language_en_makes_reminders_and_build_results_english(fake_tg,
     from approvals.builds import build_result_record
     from approvals.models import BuildLog
     from approvals.services import approval_decide
-    from telegram_bot.notices import reminder_digest_task
+    from telegram_bot.tasks import reminder_digest_task
 
     settings.TELEGRAM_LANGUAGE = "en"
     waiting = make_approval(environment="production")

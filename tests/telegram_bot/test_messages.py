@@ -29,7 +29,7 @@ from telegram_bot.messages import (
     render_whoami,
     tg_length,
 )
-from telegram_bot.services import approval_load
+from telegram_bot.notices.approvals import approval_load
 from tests.fake_telegram import parse_telegram_html, utf16_len
 
 TELEGRAM_TEMPLATES = Path(settings.BASE_DIR) / "templates" / "telegram"

@@ -9,12 +9,14 @@ import pytest
 import time_machine
 from django.utils import timezone
 
-from approvals.models import Approval, ApprovalEvent, EventKind, Status
+from approvals.models import Approval, Status
 from approvals.services import approval_cancel, approval_decide
 from approvals.tasks import reminder_sweep_task, timeout_sweep_task
 from telegram_bot.messages import MAX_MESSAGE_LENGTH, tg_length
-from telegram_bot.models import MessageKind, TelegramMessage
-from telegram_bot.notices import digest_fits, entity_count, reminder_digest_task, timeout_notice_task
+from telegram_bot.models import MessageKind, MessageState, TelegramMessage
+from telegram_bot.notices.common import entity_count
+from telegram_bot.notices.common import fits_one_message as digest_fits
+from telegram_bot.tasks import reminder_digest_task, timeout_notice_task
 from tests.telegram_bot.conftest import GROUP_ID
 
 pytestmark = pytest.mark.django_db
@@ -96,9 +98,9 @@ def test_one_digest_for_several_approvals_with_mentions_urgency_time_left_and_li
         assert f'href="{GROUP_LINK}{approval_message_id(approval)}"' in block
     assert tg_length(digest.text) <= MAX_MESSAGE_LENGTH
 
-    events = ApprovalEvent.objects.filter(kind=EventKind.NOTIFIED, details__notice="reminder")
-    assert sorted(e.approval_id for e in events) == sorted([relaxed.pk, prod.pk, burning.pk])
-    assert {e.details["message_id"] for e in events} == {digest.message["message_id"]}
+    rows = TelegramMessage.objects.filter(kind=MessageKind.REMINDER, state=MessageState.SENT)
+    assert sorted(r.approval_id for r in rows) == sorted([relaxed.pk, prod.pk, burning.pk])
+    assert {(r.chat_id, r.message_id) for r in rows} == {(GROUP_ID, digest.message["message_id"])}
 
     # 重复投递（acks_late 的重投、第二个 worker）：已发过的这次提醒不再发
     reminder_digest_task.delay(GROUP_ID, [relaxed.pk, prod.pk, burning.pk])
@@ -160,8 +162,8 @@ def test_digest_without_chat_uses_the_default_chat_or_records_why_nothing_was_se
     assert approval.chat_id is None
 
     reminder_digest_task.delay(None, [approval.pk])
-    failed = ApprovalEvent.objects.get(approval=approval, kind=EventKind.NOTIFY_FAILED)
-    assert failed.details["code"] == "no_chat" and failed.details["notice"] == "reminder"
+    failed = TelegramMessage.objects.get(approval=approval, kind=MessageKind.REMINDER)
+    assert (failed.state, failed.error_code, failed.sequence) == (MessageState.FAILED, "no_chat", 0)
     assert fake_tg.calls_to("sendMessage") == []
 
     fake_tg.add_group(-1009990001, "默认群")
@@ -199,9 +201,8 @@ def test_full_reminder_flow_from_sweep_to_the_group(fake_tg, shop_rule, people, 
     assert sweep_at(T0 + timedelta(minutes=12)) == 0
     assert sweep_at(T0 + timedelta(minutes=12, seconds=40)) == 1
     assert len(digests(fake_tg)) == 2
-    numbers = sorted(ApprovalEvent.objects.filter(approval=approval, kind=EventKind.NOTIFIED,
-                                                  details__notice="reminder").values_list("details__number",
-                                                                                          flat=True))
+    numbers = sorted(TelegramMessage.objects.filter(approval=approval, kind=MessageKind.REMINDER,
+                                                    state=MessageState.SENT).values_list("sequence", flat=True))
     assert numbers == [1, 2]
 
     # 决定之后不再提醒（R4）
@@ -257,8 +258,9 @@ def test_timeout_notice_replies_to_the_approval_message_for_each_policy(
     assert f"下一步：{next_step}" in notice.text
     assert "tg://user?id=1002" in notice.html  # 没投票的审批人
     assert "tg://user?id=1001" in notice.html and "tg://user?id=1004" in notice.html  # 负责人与发起人
-    event = ApprovalEvent.objects.get(approval=approval, kind=EventKind.NOTIFIED, details__notice="timeout")
-    assert event.details["reply_to"] == message_id
+    row = TelegramMessage.objects.get(approval=approval, kind=MessageKind.TIMEOUT)
+    assert (row.state, row.reply_to_message_id, row.message_id) == (
+        MessageState.SENT, message_id, notice.message["message_id"])
 
     # 再投递一次：不重复通知
     timeout_notice_task.delay(approval.pk)
@@ -289,16 +291,16 @@ def test_timeout_notice_without_an_approval_message_goes_to_the_rule_chat(fake_t
 def test_a_long_digest_continues_in_a_new_task_when_its_time_budget_runs_out(fake_tg, shop_rule, make_approval,
                                                                              monkeypatch):
     """节流下每条要等 3 秒：很长的摘要分几次任务发完（不超过 Celery 软超时），已发的部分不重发。"""
-    from telegram_bot import notices
+    from telegram_bot.notices import reminders
 
-    monkeypatch.setattr(notices, "DIGEST_TIME_BUDGET_SECONDS", 0)  # 每次任务只发一条
+    monkeypatch.setattr(reminders, "DIGEST_TIME_BUDGET_SECONDS", 0)  # 每次任务只发一条
     many = [make_approval(job_name=f"folder/shop-b{i}", version="v9.9.9-" + "很长" * 20) for i in range(40)]
     reminder_digest_task.delay(GROUP_ID, [a.pk for a in many])
     parts = digests(fake_tg)
     assert len(parts) >= 2  # 第一次任务只发了第一条，其余由接续的任务发出
     shown = [pid for part in parts for pid in re.findall(r"<code>([0-9A-Z]{8})</code>", part.html)]
     assert sorted(shown) == sorted(a.public_id for a in many)
-    assert ApprovalEvent.objects.filter(kind=EventKind.NOTIFIED, details__notice="reminder").count() == 40
+    assert TelegramMessage.objects.filter(kind=MessageKind.REMINDER, state=MessageState.SENT).count() == 40
 
 
 def test_timeout_notice_lost_with_the_broker_is_sent_once_by_the_recovery_sweep(

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from approvals.builds import build_result_record
-from approvals.models import Approval, ApprovalEvent, BuildLog, BuildResult, EventKind
+from approvals.models import Approval, BuildLog, BuildResult
 from approvals.services import approval_decide
 from jenkins_bridge.models import JenkinsServer
 from telegram_bot.messages import MAX_MESSAGE_LENGTH, tg_length
-from telegram_bot.models import MessageKind, TelegramMessage
-from telegram_bot.notices import build_result_notify_task
+from telegram_bot.models import MessageKind, MessageState, TelegramMessage
+from telegram_bot.tasks import build_result_notify_task
 from tests.fake_jenkins import FakeJenkins
 from tests.telegram_bot.conftest import GROUP_ID
 
@@ -76,10 +76,9 @@ def test_result_notice_replies_to_the_approval_message(fake_tg, approved, value,
     else:
         assert "<pre>" not in html and "step 50" not in text
 
-    result.refresh_from_db()
-    assert result.notified_at is not None
-    event = ApprovalEvent.objects.get(approval=approved, kind=EventKind.NOTIFIED, details__notice="build_result")
-    assert event.details["result"] == value and event.details["reply_to"] == message_id
+    row = TelegramMessage.objects.get(build_result=result)
+    assert (row.kind, row.state, row.approval_id, row.reply_to_message_id) == (
+        MessageKind.BUILD_RESULT, MessageState.SENT, approved.pk, message_id)
     # 重试或重复投递不会再发一次
     build_result_notify_task.delay(result.pk)
     assert len(notices(fake_tg)) == 1
@@ -106,8 +105,7 @@ def test_result_without_an_approval_still_notifies_the_project_chat(fake_tg, sho
     # 按规则（folder/shop-* → shop-backend）找到项目群，点名负责人与审批人
     assert 'href="tg://user?id=1001"' in notice.html and 'href="tg://user?id=1002"' in notice.html
     assert ("ERROR &lt;Main.java&gt;" in notice.html) is (value in WITH_TAIL)
-    result.refresh_from_db()
-    assert result.notified_at is not None
+    assert TelegramMessage.objects.get(build_result=result).state == MessageState.SENT
     build_result_notify_task.delay(result.pk)
     assert len(notices(fake_tg)) == 1
 

@@ -11,15 +11,14 @@ from celery.signals import task_retry
 from django.utils import timezone
 
 from approvals.builds import build_result_record
-from approvals.models import ApprovalEvent, BuildResult, EventKind
-from telegram_bot.models import TelegramChat
-from telegram_bot.notices import (
+from telegram_bot.models import MessageKind, MessageState, TelegramChat, TelegramMessage
+from telegram_bot.outbox import MAX_ATTEMPTS
+from telegram_bot.tasks import (
     build_result_notify_task,
     config_changed_notify_task,
     reminder_digest_task,
     timeout_notice_task,
 )
-from telegram_bot.tasks import MAX_RETRIES
 from tests.telegram_bot.conftest import GROUP_ID
 
 pytestmark = pytest.mark.django_db
@@ -59,11 +58,13 @@ def test_long_429_retry_after_is_honoured_by_the_task(fake_tg, shop_rule, make_a
 
     # 每次重试都安排在 retry_after 之后；冷却期间一个请求也没再发给 Telegram
     assert retry_countdowns and min(retry_countdowns) >= 30
-    assert len(retry_countdowns) == MAX_RETRIES
+    assert len(retry_countdowns) == MAX_ATTEMPTS
     assert [c.status for c in fake_tg.calls_to("sendMessage")] == [429]
     assert TelegramChat.objects.get(chat_id=GROUP_ID).cooldown_until > timezone.now() + timedelta(seconds=25)
-    gave_up = ApprovalEvent.objects.get(approval=approval, kind=EventKind.NOTIFY_FAILED)
-    assert gave_up.details["gave_up"] is True and gave_up.details["permanent"] is False
+    # 没丢：提醒仍在发件箱里待发，重试时间在冷却之后（等待本机节流不算尝试次数）
+    row = TelegramMessage.objects.get(approval=approval, kind=MessageKind.REMINDER)
+    assert (row.state, row.attempts, row.error_code) == (MessageState.PENDING, 1, "paced")
+    assert row.next_attempt_at > timezone.now() + timedelta(seconds=25)
 
     # 冷却过去之后（真实 worker 里就是重试到期时），同一任务把提醒送达，且只送一次
     with time_machine.travel(timezone.now() + timedelta(seconds=31), tick=False):
@@ -79,9 +80,9 @@ def test_blocked_403_is_recorded_and_never_retried(fake_tg, shop_rule, make_appr
 
     assert retry_countdowns == []
     assert [c.status for c in fake_tg.calls_to("sendMessage")] == [403]
-    failed = ApprovalEvent.objects.filter(kind=EventKind.NOTIFY_FAILED)
-    assert sorted(e.approval_id for e in failed) == sorted(a.pk for a in approvals)
-    assert {(e.details["code"], e.details["permanent"]) for e in failed} == {("forbidden", True)}
+    failed = TelegramMessage.objects.filter(kind=MessageKind.REMINDER, state=MessageState.FAILED)
+    assert sorted(r.approval_id for r in failed) == sorted(a.pk for a in approvals)
+    assert {(r.error_code, r.permanent) for r in failed} == {("forbidden", True)}
     chat = TelegramChat.objects.get(chat_id=GROUP_ID)
     assert chat.error_permanent and chat.error_code == "forbidden"
     # 同一次提醒被重放：已永久失败，不再打扰 Telegram
@@ -94,10 +95,10 @@ def test_build_result_blocked_403_marks_it_handled(fake_tg, shop_rule, django_ca
     fake_tg.kick(GROUP_ID)
     with django_capture_on_commit_callbacks(execute=True):
         result, _created = build_result_record(job_name="folder/shop-x", build_number=9, result="SUCCESS")
-    result = BuildResult.objects.get(pk=result.pk)
     assert retry_countdowns == []
-    assert result.notified_at is not None
-    assert result.details["notify_error"]["code"] == "forbidden"
+    row = TelegramMessage.objects.get(build_result=result)
+    assert (row.kind, row.state, row.error_code, row.permanent) == (
+        MessageKind.BUILD_RESULT, MessageState.FAILED, "forbidden", True)
     build_result_notify_task.delay(result.pk)
     assert len(fake_tg.calls_to("sendMessage")) == 1
 
@@ -111,8 +112,9 @@ def test_build_result_5xx_is_retried_with_backoff_then_sent_once(fake_tg, shop_r
         result, _created = build_result_record(job_name="shop-backend", build_number=40, result="SUCCESS")
     assert [c.status for c in fake_tg.calls_to("sendMessage")] == [502, 502, 200]
     assert len(retry_countdowns) == 2 and retry_countdowns[0] >= 4  # 指数退避（5 秒起，带抖动）
-    assert BuildResult.objects.get(pk=result.pk).notified_at is not None
-    assert ApprovalEvent.objects.filter(approval=approval, kind=EventKind.NOTIFIED).count() == 1
+    row = TelegramMessage.objects.get(build_result=result)
+    assert (row.state, row.attempts, row.approval_id) == (MessageState.SENT, 3, approval.pk)
+    assert row.message_id == fake_tg.ok_calls("sendMessage")[0].response["result"]["message_id"]
 
 
 def test_build_result_gives_up_after_max_retries_and_says_so(fake_tg, shop_rule, make_approval,
@@ -121,10 +123,10 @@ def test_build_result_gives_up_after_max_retries_and_says_so(fake_tg, shop_rule,
     fake_tg.server_error("sendMessage", times=100)
     with django_capture_on_commit_callbacks(execute=True):
         result, _created = build_result_record(job_name="shop-backend", build_number=41, result="FAILURE")
-    assert len(fake_tg.calls_to("sendMessage")) == MAX_RETRIES + 1
-    assert BuildResult.objects.get(pk=result.pk).notified_at is not None  # 不会无限重试
-    failed = ApprovalEvent.objects.get(approval=approval, kind=EventKind.NOTIFY_FAILED)
-    assert failed.details["code"] == "server_error" and failed.details["gave_up"] is True
+    assert len(fake_tg.calls_to("sendMessage")) == MAX_ATTEMPTS  # 不会无限重试
+    failed = TelegramMessage.objects.get(build_result=result)
+    assert (failed.state, failed.error_code, failed.permanent, failed.attempts) == (
+        MessageState.FAILED, "server_error", False, MAX_ATTEMPTS)
     # 审批本身不受通知失败影响
     approval.refresh_from_db()
     assert approval.status == "cancelled"  # 构建先于审批结束（服务的规则），与通知无关
@@ -140,8 +142,8 @@ def test_timeout_notice_to_a_blocked_chat_is_recorded(fake_tg, shop_rule, make_a
         timeout_notice_task.delay(approval.pk)
         timeout_notice_task.delay(approval.pk)
     assert len(fake_tg.calls_to("sendMessage")) == 1
-    failed = ApprovalEvent.objects.get(approval=approval, kind=EventKind.NOTIFY_FAILED)
-    assert failed.details["notice"] == "timeout" and failed.details["code"] == "forbidden"
+    failed = TelegramMessage.objects.get(approval=approval, kind=MessageKind.TIMEOUT)
+    assert (failed.state, failed.error_code, failed.permanent) == (MessageState.FAILED, "forbidden", True)
 
 
 # ---------------------------------------------------------------- 配置变化通知（C7）

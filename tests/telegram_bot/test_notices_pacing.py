@@ -7,10 +7,11 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from approvals.models import Approval, ApprovalEvent, EventKind
+from approvals.models import Approval
 from jenkins_bridge.models import JenkinsServer
 from telegram_bot.messages import MAX_MESSAGE_LENGTH, tg_length
-from telegram_bot.notices import reminder_digest_task
+from telegram_bot.models import MessageKind, MessageState, TelegramMessage
+from telegram_bot.tasks import reminder_digest_task
 from tests.telegram_bot.conftest import GROUP_ID
 
 pytestmark = pytest.mark.django_db
@@ -45,7 +46,7 @@ def test_many_reminders_in_one_group_stay_under_the_group_rate_limit(fake_tg, sh
     messages = [m for m in fake_tg.chat_messages(GROUP_ID) if "审批提醒" in m.text]
     assert 1 < len(messages) == len(calls)
     assert max(tg_length(m.text) for m in messages) <= MAX_MESSAGE_LENGTH
-    assert ApprovalEvent.objects.filter(kind=EventKind.NOTIFIED, details__notice="reminder").count() == 300
+    assert TelegramMessage.objects.filter(kind=MessageKind.REMINDER, state=MessageState.SENT).count() == 300
 
 
 def test_without_pacing_the_429_retry_after_is_waited_out_and_nothing_is_lost(fake_tg, shop_rule):
@@ -58,5 +59,5 @@ def test_without_pacing_the_429_retry_after_is_waited_out_and_nothing_is_lost(fa
     assert 429 in statuses
     messages = [m for m in fake_tg.chat_messages(GROUP_ID) if "审批提醒" in m.text]
     assert len(messages) == statuses.count(200)
-    notified = ApprovalEvent.objects.filter(kind=EventKind.NOTIFIED, details__notice="reminder")
+    notified = TelegramMessage.objects.filter(kind=MessageKind.REMINDER, state=MessageState.SENT)
     assert sorted(notified.values_list("approval_id", flat=True)) == sorted(ids)  # 每条恰好一次

@@ -12,15 +12,17 @@ import time_machine
 from django.db import connection
 from django.utils import timezone
 
+from approvalbot.celery import retry_countdown
 from approvals.models import Approval, ApprovalEvent, Channel, EventKind, Status
 from approvals.services import approval_decide
-from telegram_bot import services
 from telegram_bot.health import telegram_health
-from telegram_bot.models import MessageState, TelegramChat, TelegramMessage
+from telegram_bot.models import MessageKind, MessageState, TelegramChat, TelegramMessage
+from telegram_bot.notices import approvals as approval_messages
+from telegram_bot.outbox import outbox_add, outbox_claim
+from telegram_bot.sender import TelegramSender
 from telegram_bot.tasks import (
     approval_announce_task,
     approval_messages_refresh_task,
-    retry_countdown,
     telegram_recovery_sweep_task,
 )
 from tests.concurrency import run_together
@@ -41,7 +43,10 @@ def test_new_approval_is_announced_once_with_buttons(fake_tg, shop_rule, make_ap
     assert [b["callback_data"] for b in message.buttons] == [f"ap:{approval.public_id}:a", f"ap:{approval.public_id}:r"]
     row = TelegramMessage.objects.get(approval=approval)
     assert (row.chat_id, row.message_id, row.state) == (GROUP_ID, message.message["message_id"], MessageState.SENT)
-    assert ApprovalEvent.objects.filter(approval=approval, kind=EventKind.NOTIFIED).count() == 1
+    assert (row.kind, row.dedupe_key, row.attempts) == (MessageKind.APPROVAL, f"approval:{approval.pk}", 1)
+    # 投递的来龙去脉在发件箱里，不进审批历史
+    assert not ApprovalEvent.objects.filter(approval=approval, kind__in=[EventKind.NOTIFIED,
+                                                                         EventKind.NOTIFY_FAILED]).exists()
 
     # 任务重复执行（broker 重投、补发扫描）不会发第二条，也不会白白编辑
     approval_announce_task.delay(approval.pk)
@@ -60,18 +65,19 @@ def test_default_chat_is_used_when_the_rule_names_none(fake_tg, settings, people
 def test_no_chat_configured_is_recorded_once_and_not_retried(fake_tg, people, make_approval):
     approval = make_approval(job_name="nowhere")
     approval_announce_task.delay(approval.pk)
+    approval_announce_task.delay(approval.pk)
     assert fake_tg.calls_to("sendMessage") == []
-    assert TelegramMessage.objects.count() == 0
-    failed = ApprovalEvent.objects.filter(approval=approval, kind=EventKind.NOTIFY_FAILED)
-    assert [e.details["code"] for e in failed] == ["no_chat"]
+    [row] = TelegramMessage.objects.filter(approval=approval)
+    assert (row.state, row.error_code, row.permanent) == (MessageState.FAILED, "no_chat", True)
 
 
 def test_every_message_is_edited_after_a_decision_made_through_the_api(fake_tg, shop_rule, make_approval, people):
     approval = make_approval()
     # 第二条展示同一审批的消息（例如发给审批人的私聊）
     fake_tg.add_user(people["approver"].telegram_id, "bob")
-    extra = TelegramMessage.objects.create(approval=approval, chat_id=people["approver"].telegram_id)
-    services.message_sync(row_id=extra.pk)
+    extra = outbox_add(key=f"approval:{approval.pk}:dm", kind=MessageKind.APPROVAL,
+                       chat_id=people["approver"].telegram_id, approval_id=approval.pk)
+    approval_messages.message_sync(row=outbox_claim([extra.pk])[0], sender=TelegramSender())
     assert len(fake_tg.ok_calls("sendMessage")) == 2
 
     approval_decide(approval=approval, approver=people["approver"], decision="approve", reason="可以",
@@ -131,9 +137,7 @@ def test_permanent_error_is_recorded_not_retried_and_visible_in_health(fake_tg, 
     assert len(fake_tg.calls_to("sendMessage")) == 1
     row = TelegramMessage.objects.get(approval=approval)
     assert (row.state, row.error_code) == (MessageState.FAILED, "forbidden")
-    assert "kicked" in row.last_error
-    event = ApprovalEvent.objects.get(approval=approval, kind=EventKind.NOTIFY_FAILED)
-    assert event.details["code"] == "forbidden"
+    assert "kicked" in row.last_error and row.permanent
     health = telegram_health()
     assert health["status"] == "degraded"
     assert health["failed_messages_24h"] == 1
@@ -155,10 +159,12 @@ def test_a_decision_is_never_blocked_by_telegram_being_down(fake_tg, shop_rule, 
     row = TelegramMessage.objects.get(approval=approval)
     assert row.error_code == "server_error" and row.shown_status == Status.PENDING
 
-    # Telegram 恢复后，补发扫描把消息改成最终状态
+    # Telegram 恢复、到了重试时间后，补发扫描把消息改成最终状态
     fake_tg.faults.clear()
     Approval.objects.filter(pk=approval.pk).update(decided_at=timezone.now() - timedelta(minutes=5))
-    found = telegram_recovery_sweep_task()
+    assert telegram_recovery_sweep_task()["refresh"] == []  # 退避期间不打扰 Telegram
+    with time_machine.travel(timezone.now() + timedelta(minutes=11)):
+        found = telegram_recovery_sweep_task()
     assert found["refresh"] == [approval.pk]
     assert "✅ 已同意发布" in only_message(fake_tg).text
 
@@ -195,11 +201,13 @@ def test_long_rate_limit_then_recovery_sweep_delivers(fake_tg, shop_rule, make_a
     assert row.state == MessageState.PENDING and row.error_code in ("rate_limited", "paced")
     assert len(fake_tg.calls_to("sendMessage")) == 1  # 冷却期内没有再打扰 Telegram
 
-    # 冷却结束、任务重试次数早已用尽：补发扫描接手
+    # 冷却结束、任务重试次数早已用尽：到了行上记的重试时间，补发扫描接手
+    assert TelegramMessage.objects.get(pk=row.pk).next_attempt_at > timezone.now() + timedelta(seconds=100)
     TelegramChat.objects.filter(chat_id=GROUP_ID).update(cooldown_until=None)
-    TelegramMessage.objects.filter(pk=row.pk).update(updated_at=timezone.now() - timedelta(minutes=10))
-    found = telegram_recovery_sweep_task()
-    assert found["announce"] == [approval.pk]
+    assert telegram_recovery_sweep_task()["deliver"] == []
+    with time_machine.travel(timezone.now() + timedelta(minutes=11)):
+        found = telegram_recovery_sweep_task()
+    assert found["deliver"] == [row.pk]
     assert only_message(fake_tg).text.startswith("🟢 发布审批")
     assert TelegramMessage.objects.get(pk=row.pk).state == MessageState.SENT
 
@@ -225,17 +233,17 @@ def test_refresh_waits_for_a_row_held_by_another_worker(fake_tg, shop_rule, make
     approval = make_approval()
     row = TelegramMessage.objects.get(approval=approval)
     TelegramMessage.objects.filter(pk=row.pk).update(lease_until=timezone.now() + timedelta(minutes=1))
-    with pytest.raises(services.MessageBusy):
-        services.approval_messages_refresh(approval_id=approval.pk)
+    with pytest.raises(approval_messages.MessageBusy):
+        approval_messages.approval_messages_refresh(approval_id=approval.pk)
     TelegramMessage.objects.filter(pk=row.pk).update(lease_until=None)
     approval_decide(approval=approval, approver=people["approver"], decision="approve", channel=Channel.API)
     assert "已同意发布" in only_message(fake_tg).text
 
 
 def test_retry_countdown_backs_off_and_honours_retry_after():
-    assert 5 <= retry_countdown(0) <= 8
-    assert 30 <= retry_countdown(3) <= 50
-    assert retry_countdown(20) <= 600 * 1.2 + 1
+    assert 4 <= retry_countdown(0) <= 5
+    assert 32 <= retry_countdown(3) <= 40
+    assert 480 <= retry_countdown(20) <= 600
     assert retry_countdown(0, retry_after=42) >= 43
 
 
@@ -246,8 +254,8 @@ def test_concurrent_announces_send_exactly_one_message(fake_tg, settings, shop_r
     approval = make_approval()
     settings.TELEGRAM_BOT_TOKEN = fake_tg.token
     fake_tg.delay("sendMessage", 0.3)  # 让竞争窗口足够大
-    run_together([lambda: services.approval_announce(approval_id=approval.pk)] * 6,
-                 expected=(services.MessageBusy,))
+    run_together([lambda: approval_messages.approval_announce(approval_id=approval.pk)] * 6,
+                 expected=(approval_messages.MessageBusy,))
     assert len(fake_tg.ok_calls("sendMessage")) == 1
     assert TelegramMessage.objects.filter(approval=approval).count() == 1
 
