@@ -505,12 +505,3 @@ def approval_record_jenkins_action(
             # 消息上原本写着“构建继续/已终止”：Jenkins 操作彻底失败时要让审批人看到，好去手动处理
             effects.approval_changed(pk)
 
-
-# TODO(整合)：过渡期的旧导入位置，其他模块改完后删除
-from .builds import build_result_record  # noqa: E402, F401
-from .display import format_time  # noqa: E402, F401
-from .selectors import approval_get  # noqa: E402, F401
-
-
-def jenkins_server_default() -> Any:  # TODO(整合)：删除
-    return jenkins_server_model().objects.default()

@@ -11,7 +11,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urljoin, urlsplit
 
 import jenkins
 import requests
@@ -284,4 +284,31 @@ class JenkinsClient:
             response.raise_for_status()
         except Exception as exc:  # 统一折算成 JenkinsError（带原异常链）
             raise classify(exc, "webhook") from exc
+        if response.is_redirect or 300 <= response.status_code < 400:
+            # 不跟随重定向（认证头不能带去别处），raise_for_status 对 3xx 又不报错：不拦下就会被当成已送达
+            raise redirect_error(url, response)
         return response.status_code
+
+
+def _location_host(url: str, location: str) -> str:
+    """Location 的主机（和端口）：整段地址可能带着票据或 token，不写进记录。"""
+    try:
+        target = urlsplit(urljoin(url, location))
+        port = target.port
+    except ValueError:
+        return ""
+    host = target.hostname or ""
+    return f"{host}:{port}" if host and port else host
+
+
+def redirect_error(url: str, response: requests.Response) -> JenkinsError:
+    """回调地址回了 3xx：通常是地址写错，或前面有登录页/反向代理。重试也不会好，是永久失败。"""
+    status = response.status_code
+    host = _location_host(url, response.headers.get("Location") or "")
+    if host:
+        message = _("webhook: 回调地址返回重定向 HTTP %(status)s（转向 %(host)s），决定没有送达流水线；"
+                    "请检查回调地址，或它是否被登录页、反向代理拦截") % {"status": status, "host": host}
+    else:
+        message = _("webhook: 回调地址返回重定向 HTTP %(status)s（没有给出去向），决定没有送达流水线；"
+                    "请检查回调地址，或它是否被登录页、反向代理拦截") % {"status": status}
+    return JenkinsError(message, permanent=True, kind="redirect", status=status)

@@ -250,3 +250,23 @@ class BuildWatch(models.Model):
 
     def __str__(self) -> str:
         return str(self.approval_id)
+
+
+class SignatureNonce(models.Model):
+    """签名请求用过的 nonce：同一个 token 的同一个 nonce 只能用一次，截获的请求不能重放。
+
+    放在数据库而不是进程内存：每个 web 进程都要看到别的进程收过的 nonce。只需保留到签名窗口结束，
+    由后来的签名请求顺手删除（jenkins_bridge.api.authentication.nonce_claim），不需要定时任务。
+    """
+
+    token_hash = models.CharField(_("token 哈希"), max_length=64)
+    nonce = models.CharField(_("nonce"), max_length=64)
+    created_at = models.DateTimeField(_("收到时间"), db_index=True)
+
+    class Meta:
+        verbose_name = _("签名 nonce")
+        verbose_name_plural = _("签名 nonce")
+        constraints = [models.UniqueConstraint(fields=["token_hash", "nonce"], name="signature_nonce_uniq")]
+
+    def __str__(self) -> str:
+        return self.nonce

@@ -3,7 +3,8 @@
 - 先用常量时间比较校验 X-Telegram-Bot-Api-Secret-Token，不符一律 403（未配置密钥时也 403）；
 - ASGI（生产）下立即回 200，在事件循环里后台处理——Telegram 不会因为我们慢而重投；
 - WSGI（runserver、同步测试客户端）没有常驻事件循环，只能在请求内处理完再回答；
-- 同一个 update 只处理一次：去重在处理器第一组里按 update_id 落库，两种模式共用。
+- 同一个 update 只处理一次：去重在处理器第一组里按 update_id 落库，两种模式共用；
+- 形状不对的 update（嵌套过深、update_id 不是 64 位整数、PTB 解析不了）在请求里就回 400，决不进入后台。
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import hmac
-import json
 import logging
 from typing import Any
 
@@ -25,16 +25,39 @@ from telegram import Update
 from telegram.error import InvalidToken, NetworkError
 from telegram.ext import Application
 
+from jenkins_bridge.api.parsers import MAX_JSON_DEPTH, JsonTooDeep, json_loads_limited, too_deep_message
+
 from .application import build_application
 
 logger = logging.getLogger(__name__)
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+# ProcessedUpdate.update_id 是 BigIntegerField：有符号 64 位
+UPDATE_ID_MIN, UPDATE_ID_MAX = -(2**63), 2**63 - 1
+# PTB 的 de_json 不校验形状：字段类型不对时抛出的就是这些
+DE_JSON_ERRORS = (TypeError, KeyError, ValueError, AttributeError, OverflowError, IndexError)
 
 
-def _error(status: int, code: str, message: str) -> JsonResponse:
-    return JsonResponse({"error": {"code": code, "message": message, "details": {}}}, status=status,
+def _error(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> JsonResponse:
+    return JsonResponse({"error": {"code": code, "message": message, "details": details or {}}}, status=status,
                         json_dumps_params={"ensure_ascii": False})
+
+
+def update_id_valid(value: Any) -> bool:
+    """真正的整数（不是 true/false），且放得进数据库的 64 位列。"""
+    return type(value) is int and UPDATE_ID_MIN <= value <= UPDATE_ID_MAX
+
+
+def update_shape_problem(data: dict[str, Any]) -> str | None:
+    """PTB 能否把它解析成 Update：不能时返回异常类名（记日志用），能则 None。
+
+    先不带 bot 解析一次：形状不对的 update 不必为它初始化机器人（getMe），更不能进入后台再崩。
+    """
+    try:
+        Update.de_json(data, None)
+    except DE_JSON_ERRORS as exc:
+        return exc.__class__.__name__
+    return None
 
 
 def secret_matches(given: str | None) -> bool:
@@ -109,13 +132,22 @@ async def telegram_webhook(request: HttpRequest) -> JsonResponse:
     if not settings.TELEGRAM_BOT_TOKEN:
         return _error(503, "not_configured", _("没有设置 TELEGRAM_BOT_TOKEN。"))
     try:
-        data = json.loads(request.body or b"null")
+        data = json_loads_limited(request.body or b"null")
     except RequestDataTooBig:
         return _error(413, "too_large", _("请求体过大。"))
+    except JsonTooDeep:
+        logger.warning("拒绝了一个嵌套超过 %s 层的 webhook 请求体", MAX_JSON_DEPTH)
+        return _error(400, "nesting_too_deep", too_deep_message(), {"max_depth": MAX_JSON_DEPTH})
     except ValueError:
         return _error(400, "invalid_json", _("请求体不是合法的 JSON。"))
-    if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
+    if not isinstance(data, dict) or not update_id_valid(data.get("update_id")):
+        logger.warning("拒绝了一个 update_id 缺失或不是 64 位整数的 webhook 请求")
         return _error(400, "invalid_update", _("不是 Telegram update：缺少整数 update_id。"))
+    problem = update_shape_problem(data)
+    if problem:
+        logger.warning("拒绝了形状不对、无法解析的 webhook update %s（%s）", data["update_id"], problem)
+        return _error(400, "invalid_update", _("不是合法的 Telegram update：字段的类型或结构不对。"),
+                      {"update_id": data["update_id"]})
     try:
         if isinstance(request, ASGIRequest):
             await processor.process_in_background(data)

@@ -11,7 +11,7 @@
 - pipeline-stage-view：{build}/wfapi/pendingInputActions；
 - 构建 /stop（302 回构建页）；
 - webhook-step：POST /webhook-step/{token}（不需登录与 crumb；注册了 authToken 时比较 Authorization 头，
-  不符 403；有人在等 200，否则 202）；
+  不符 403；有人在等 200，否则 202；redirect_webhook() 让它像反向代理/登录页那样回 3xx）；
 - 故障注入：down()/up() 关闭/重开监听端口（连接被拒绝）、fail_next() 让后续请求回 5xx/404、delay 模拟超时。
 """
 
@@ -82,6 +82,7 @@ class FakeJenkins:
         self.webhooks: dict[str, str | None] = {}  # token → authToken
         self.webhook_waiting: set[str] = set()
         self.webhook_posts: dict[str, list[dict[str, Any]]] = {}
+        self.webhook_redirects: dict[str, tuple[int, str]] = {}  # token → (3xx 状态, Location)
         self.delay = 0.0
         self.delay_on = ""  # 只让路径含此片段的请求变慢（空 = 全部）
         self._failures: list[tuple[int, str]] = []  # (status, path 包含的片段)
@@ -161,6 +162,11 @@ class FakeJenkins:
             if waiting:
                 self.webhook_waiting.add(token)
         return f"{self.url}webhook-step/{token}"
+
+    def redirect_webhook(self, token: str, location: str, *, status: int = 302) -> None:
+        """回调地址前面挡着 SSO/反向代理：POST 得到 3xx 与 Location，决定根本没到流水线。"""
+        with self._lock:
+            self.webhook_redirects[token] = (status, location)
 
     def fail_next(self, count: int, *, status: int = 500, path_contains: str = "") -> None:
         with self._lock:
@@ -387,6 +393,11 @@ class FakeJenkins:
         return self._send(h, 200, "")
 
     def _webhook(self, h: BaseHTTPRequestHandler, token: str, body: bytes) -> None:
+        with self._lock:
+            redirect = self.webhook_redirects.get(token)
+        if redirect is not None:
+            return self._send(h, redirect[0], "<html>Moved</html>", content_type="text/html",
+                              headers={"Location": redirect[1]})
         with self._lock:
             auth = self.webhooks.get(token)
             if auth is not None and h.headers.get("Authorization") != auth:

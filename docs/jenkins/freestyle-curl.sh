@@ -1,6 +1,7 @@
 #!/bin/sh
 # Freestyle 任务（或任何脚本）用 curl 申请审批并轮询结果。Jenkins 会自动提供 JOB_NAME、BUILD_NUMBER、BUILD_URL。
 # 需要：APPROVAL_URL、APPROVAL_TOKEN（jenkins 权限范围的 token，建议用凭据绑定注入）。
+# token 设置了签名密钥时，每个请求都要签名（方法、路径、查询串、请求体、nonce）：见同目录的 sign_request.py。
 set -eu
 : "${APPROVAL_URL:?}" "${APPROVAL_TOKEN:?}"
 AUTH="Authorization: Bearer $APPROVAL_TOKEN"

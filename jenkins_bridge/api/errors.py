@@ -93,7 +93,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
             headers["Retry-After"] = str(int(exc.wait))
         codes = exc.get_codes()
         code = codes if isinstance(codes, str) else exc.default_code
-        return Response(error_payload(code, _first_message(exc.detail)), status=exc.status_code, headers=headers)
+        return Response(error_payload(code, _first_message(exc.detail), getattr(exc, "details", None)),
+                        status=exc.status_code, headers=headers)
     # 未预料的错误：记录完整堆栈，对外只给统一的 500，不泄露内部细节
     view = context.get("view")
     logger.error("API 未处理的异常（%s）", view.__class__.__name__ if view else "-", exc_info=exc)

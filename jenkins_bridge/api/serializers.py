@@ -8,15 +8,17 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from django.utils import timezone
+from django.utils.text import format_lazy
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from rest_framework import serializers
 
+from accounts.models import MAX_TIMEOUT_MINUTES
 from approvals.links import log_url, status_url
 from approvals.models import Approval, BuildResultValue, Status
-from approvals.services import MAX_TIMEOUT_MINUTES
 
 from ..models import JenkinsServer
+from .fields import RequiredAlternatives, SecondsField, TextField, UpperChoiceField, WholeNumberField
 
 # 字段的各种写法（J3）：规范名在前；Jenkins 的环境变量名、下划线/大写变体都认
 WAIT_ALIASES: dict[str, tuple[str, ...]] = {
@@ -40,16 +42,32 @@ WAIT_ALIASES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _value(source: Any, key: str) -> Any:
-    if hasattr(source, "getlist"):
-        values = source.getlist(key)
-        return values[-1] if values else None
-    return source.get(key)
+def _repeated(name: str) -> list[str]:
+    return [_("「%(name)s」只能给一次。") % {"name": name}]
+
+
+def single_values(source: Any, names: Any) -> dict[str, Any]:
+    """查询串或表单（QueryDict）→ 普通 dict：同一个参数给了多次是 400，而不是悄悄取最后一个。
+
+    也让 DRF 把空值当作给了空值：它对 QueryDict 里的空串（status=）会当作“没给”。
+    """
+    data: dict[str, Any] = {}
+    errors: dict[str, list[str]] = {}
+    for name in names:
+        values = source.getlist(name) if hasattr(source, "getlist") else [source[name]] if name in source else []
+        if len(values) > 1:
+            errors[name] = _repeated(name)
+        elif values:
+            data[name] = values[0]
+    if errors:
+        raise serializers.ValidationError(errors)
+    return data
 
 
 def canonical_input(*sources: Any) -> dict[str, Any]:
-    """把查询串与请求体（JSON 或表单）合并成规范字段名；后面的来源覆盖前面的。"""
+    """把查询串与请求体（JSON 或表单）合并成规范字段名；后面的来源覆盖前面的。null 等于没给。"""
     data: dict[str, Any] = {}
+    errors: dict[str, list[str]] = {}
     for source in sources:
         if source is None:
             continue
@@ -57,12 +75,25 @@ def canonical_input(*sources: Any) -> dict[str, Any]:
             raise serializers.ValidationError({"non_field_errors": [_("请求体必须是 JSON 对象或表单。")]})
         for canonical, aliases in WAIT_ALIASES.items():
             for alias in aliases:
-                if alias in source:
-                    value = _value(source, alias)
-                    if value is not None:
-                        data[canonical] = value
-                        break
+                if alias not in source:
+                    continue
+                values = source.getlist(alias) if hasattr(source, "getlist") else [source[alias]]
+                if len(values) > 1:
+                    errors[canonical] = _repeated(alias)
+                if values[-1] is not None:
+                    data[canonical] = values[-1]
+                    break
+    if errors:
+        raise serializers.ValidationError(errors)
     return data
+
+
+def alias_help(text: str, canonical: str) -> Any:
+    """字段说明后面列出它的其他写法（来自 WAIT_ALIASES，文档与解析用同一张表）。"""
+    others = [alias for alias in WAIT_ALIASES[canonical] if alias != canonical]
+    if not others:
+        return text
+    return format_lazy("{}{}", text, format_lazy(gettext_lazy("（也可写作 {}）"), "、".join(others)))
 
 
 def validate_http_url(value: str) -> str:
@@ -103,16 +134,18 @@ def callback_url_allowed(url: str, servers: list[JenkinsServer]) -> bool:
     return False
 
 
-class JenkinsServerField(serializers.CharField):
+class JenkinsServerField(TextField):
     """Jenkins 服务器名 → JenkinsServer；未知的名字是 400。
 
-    长度在转换前检查：CharField 的 max_length 校验器跑在转换后的值（JenkinsServer）上，会变成 500。
+    不设 max_length：CharField 的长度校验器跑在转换后的值（JenkinsServer）上，会变成 500；长度在转换前检查。
     """
 
     default_error_messages = {"unknown": gettext_lazy("未知的 Jenkins 服务器「{name}」。")}
     NAME_MAX_LENGTH = 64  # JenkinsServer.name
 
     def to_internal_value(self, data: Any) -> JenkinsServer | None:
+        if isinstance(data, str) and len(data) > self.NAME_MAX_LENGTH:
+            self.fail("max_length", max_length=self.NAME_MAX_LENGTH)
         name = super().to_internal_value(data)
         if not name:
             return None
@@ -123,27 +156,46 @@ class JenkinsServerField(serializers.CharField):
             self.fail("unknown", name=name[:64])
         return server
 
+    def openapi_schema(self, location: str) -> dict[str, Any]:
+        schema = super().openapi_schema(location)
+        for branch in schema.get("oneOf", [schema]):
+            if branch.get("type") == "string":
+                branch["maxLength"] = self.NAME_MAX_LENGTH
+        return schema
 
-class WaitInputSerializer(serializers.Serializer):
-    project = serializers.CharField(required=False, allow_blank=True, max_length=200)
-    job_name = serializers.CharField(required=False, allow_blank=True, max_length=255)
+
+def _text(name: str, help_text: str, max_length: int, **kwargs: Any) -> TextField:
+    kwargs.setdefault("default", "")
+    return TextField(required=False, allow_blank=True, max_length=max_length,
+                     help_text=alias_help(help_text, name), **kwargs)
+
+
+class WaitInputSerializer(RequiredAlternatives, serializers.Serializer):
+    """没有 id 时，必须有项目（project 或 job_name，任一写法）与构建号；有 id 时只查询那条审批。"""
+
+    required_alternatives = (("id",), ("project", "build_number"), ("job_name", "build_number"))
+
+    project = _text("project", gettext_lazy("项目名（缺省时用任务名）"), 200, default=None)
+    job_name = _text("job_name", gettext_lazy("Jenkins 任务名，可带文件夹（缺省时用项目名）"), 255, default=None)
     # 长度上限与 approvals.models.Approval 的列一致：超长是 400，而不是 MySQL 上的 500（DataError）
-    environment = serializers.CharField(required=False, allow_blank=True, max_length=32, default="")
-    build_number = serializers.IntegerField(required=False, min_value=0, max_value=2_147_483_647)
-    build_url = serializers.CharField(required=False, allow_blank=True, max_length=500, default="",
-                                      validators=[validate_http_url])
-    version = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
-    description = serializers.CharField(required=False, allow_blank=True, max_length=10000, default="",
-                                        trim_whitespace=False)
-    operation = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
-    requested_by = serializers.CharField(required=False, allow_blank=True, max_length=150, default="")
-    input_id = serializers.CharField(required=False, allow_blank=True, max_length=100, default="")
-    callback_url = serializers.CharField(required=False, allow_blank=True, max_length=500, default="")
-    timeout_minutes = serializers.IntegerField(required=False, min_value=1, max_value=MAX_TIMEOUT_MINUTES,
-                                               allow_null=True, default=None)
-    wait = serializers.FloatField(required=False, min_value=0, max_value=60, default=0)
-    id = serializers.CharField(required=False, allow_blank=True, max_length=32, default="")
-    jenkins = JenkinsServerField(required=False, allow_blank=True, allow_null=True, default=None)
+    environment = _text("environment", gettext_lazy("环境，如 production / 生产"), 32)
+    build_number = WholeNumberField(required=False, min_value=0, max_value=2_147_483_647,
+                                    help_text=alias_help(gettext_lazy("构建号"), "build_number"))
+    build_url = _text("build_url", gettext_lazy("构建链接（http 或 https）"), 500, validators=[validate_http_url])
+    version = _text("version", gettext_lazy("版本号"), 200)
+    description = _text("description", gettext_lazy("发布说明，中文可"), 10000, trim_whitespace=False)
+    operation = _text("operation", gettext_lazy("操作类型，如 部署 / 回滚"), 200)
+    requested_by = _text("requested_by", gettext_lazy("发起人（Jenkins 用户名）"), 150)
+    input_id = _text("input_id", gettext_lazy("流水线随后等待的 input 步骤 id"), 100)
+    callback_url = _text("callback_url", gettext_lazy("Webhook Step 的 hook.url，必须在这台 Jenkins 的地址之下"), 500)
+    timeout_minutes = WholeNumberField(required=False, min_value=1, max_value=MAX_TIMEOUT_MINUTES, allow_null=True,
+                                       default=None, help_text=alias_help(gettext_lazy("超时分钟数（缺省按规则）"),
+                                                                          "timeout_minutes"))
+    wait = SecondsField(required=False, min_value=0, max_value=60, default=0,
+                        help_text=alias_help(gettext_lazy("最多等待秒数（0–60）"), "wait"))
+    id = _text("id", gettext_lazy("已有审批的编号（轮询）"), 32)
+    jenkins = JenkinsServerField(required=False, allow_blank=True, allow_null=True, default=None,
+                                 help_text=alias_help(gettext_lazy("Jenkins 服务器名（默认服务器可省略）"), "jenkins"))
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if attrs.get("id"):
@@ -159,9 +211,7 @@ class WaitInputSerializer(serializers.Serializer):
             # 没指定时就是默认服务器——全新安装时它那一行此刻才建立，所以先解析再检查
             server = attrs.get("jenkins")
             if not server:
-                from approvals.services import jenkins_server_default
-
-                server = jenkins_server_default()
+                server = JenkinsServer.objects.default()
             if not callback_url_allowed(callback, [server]):
                 errors["callback_url"] = [_("回调地址必须位于已配置的 Jenkins 地址之下。")]
         if errors:
@@ -176,8 +226,9 @@ class LinksSerializer(serializers.Serializer):
     logs = serializers.CharField()
 
 
+# 契约字段（见 DESIGN “HTTP API”）；只用于文档，实际的回答由 approval_reply() 生成
 class ApprovalReplySerializer(serializers.Serializer):
-    """等待接口的回答（契约字段，见 DESIGN “HTTP API”）。只用于文档；实际由 approval_reply() 生成。"""
+    """一条审批的当前状态：proceed 为 true 时流水线可以继续。"""
 
     id = serializers.CharField()
     status = serializers.ChoiceField(choices=Status.choices)
@@ -277,20 +328,27 @@ def approval_detail_data(approval: Approval) -> dict[str, Any]:
 
 
 class ApprovalListFilterSerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=Status.choices, required=False)
-    project = serializers.CharField(required=False, max_length=200)
-    environment = serializers.CharField(required=False, max_length=64)
-    created_from = serializers.DateTimeField(required=False)
-    created_to = serializers.DateTimeField(required=False)
-    search = serializers.CharField(required=False, max_length=100)
+    """列表的过滤条件（查询串）。值原样比较、不去首尾空白；给了就不能是空的（status= 是 400）。"""
+
+    status = serializers.ChoiceField(choices=Status.choices, required=False, help_text=gettext_lazy("状态"))
+    project = TextField(required=False, max_length=200, trim_whitespace=False, help_text=gettext_lazy("项目名"))
+    environment = TextField(required=False, max_length=64, trim_whitespace=False,
+                            help_text=gettext_lazy("环境，如 production / 生产"))
+    created_from = serializers.DateTimeField(required=False, help_text=gettext_lazy("创建时间不早于（ISO 8601）"))
+    created_to = serializers.DateTimeField(required=False, help_text=gettext_lazy("创建时间不晚于（ISO 8601）"))
+    search = TextField(required=False, max_length=100, trim_whitespace=False,
+                       help_text=gettext_lazy("在编号、任务、版本、说明、发起人里搜索"))
 
 
 class DecisionInputSerializer(serializers.Serializer):
-    approver = serializers.CharField(max_length=150, help_text=gettext_lazy("审批人用户名（users.json 里的名字）"))
-    reason = serializers.CharField(required=False, allow_blank=True, max_length=1000, default="")
+    approver = TextField(max_length=150, help_text=gettext_lazy("审批人用户名（users.json 里的名字）"))
+    reason = TextField(required=False, allow_blank=True, max_length=1000, default="",
+                       help_text=gettext_lazy("理由（可选）"))
 
 
 class DecisionReplySerializer(ApprovalReplySerializer):
+    """投票后审批的状态；final 表示这一票是否让审批有了结果。"""
+
     final = serializers.BooleanField(help_text=gettext_lazy("这一票是否让审批进入终态"))
 
 
@@ -322,21 +380,23 @@ class ApproverSerializer(serializers.Serializer):
         return obj.telegram_id is not None
 
 
-class BuildResultInputSerializer(serializers.Serializer):
-    project = serializers.CharField(required=False, allow_blank=True, max_length=200)
-    job_name = serializers.CharField(required=False, allow_blank=True, max_length=255)
-    build_number = serializers.IntegerField(min_value=0, max_value=2_147_483_647)
-    build_url = serializers.CharField(required=False, allow_blank=True, max_length=500, default="",
-                                      validators=[validate_http_url])
-    result = serializers.ChoiceField(choices=BuildResultValue.choices)
-    duration = serializers.IntegerField(required=False, min_value=0, max_value=10**13, allow_null=True, default=None)
-    id = serializers.CharField(required=False, allow_blank=True, max_length=32, default="")
-    jenkins = JenkinsServerField(required=False, allow_blank=True, allow_null=True, default=None)
+class BuildResultInputSerializer(RequiredAlternatives, serializers.Serializer):
+    """必须有项目（project 或 job_name，任一写法）、构建号与结果；带 id 时关联到那条审批。"""
 
-    def to_internal_value(self, data: Any) -> dict[str, Any]:
-        if isinstance(data, dict) and isinstance(data.get("result"), str):
-            data = {**data, "result": data["result"].strip().upper()}
-        return super().to_internal_value(data)
+    required_alternatives = (("project",), ("job_name",))
+
+    project = _text("project", gettext_lazy("项目名（缺省时用任务名）"), 200, default=None)
+    job_name = _text("job_name", gettext_lazy("Jenkins 任务名，可带文件夹（缺省时用项目名）"), 255, default=None)
+    build_number = WholeNumberField(min_value=0, max_value=2_147_483_647,
+                                    help_text=alias_help(gettext_lazy("构建号"), "build_number"))
+    build_url = _text("build_url", gettext_lazy("构建链接（http 或 https）"), 500, validators=[validate_http_url])
+    result = UpperChoiceField(choices=BuildResultValue.choices, help_text=alias_help(format_lazy(
+        gettext_lazy("构建结果，不分大小写：{}"), "、".join(BuildResultValue.values)), "result"))
+    duration = WholeNumberField(required=False, min_value=0, max_value=10**13, allow_null=True, default=None,
+                                help_text=alias_help(gettext_lazy("耗时（毫秒）"), "duration"))
+    id = _text("id", gettext_lazy("这次构建的审批编号（可选）"), 32)
+    jenkins = JenkinsServerField(required=False, allow_blank=True, allow_null=True, default=None,
+                                 help_text=alias_help(gettext_lazy("Jenkins 服务器名（默认服务器可省略）"), "jenkins"))
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if not (attrs.get("project") or attrs.get("job_name")):

@@ -8,12 +8,11 @@ from asgiref.sync import sync_to_async
 from django.core.exceptions import RequestDataTooBig
 from django.db import close_old_connections
 from django.http import HttpRequest, HttpResponse
+from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -21,13 +20,17 @@ from rest_framework.views import APIView
 from accounts.environments import normalize_environment
 from accounts.models import Approver
 from approvals import selectors
+from approvals.builds import build_result_record
 from approvals.models import Approval, Channel, Status, Vote
-from approvals.services import approval_create, approval_decide, approval_get, build_result_record
+from approvals.selectors import approval_get
+from approvals.services import approval_create, approval_decide
 
 from ..models import ApiScope
 from .authentication import BearerTokenAuthentication
 from .errors import InvalidInput, PayloadTooLarge, json_bytes
+from .fields import query_parameters
 from .longpoll import watcher
+from .pagination import ApiPagination
 from .permissions import HasScope
 from .serializers import (
     ApprovalDetailSerializer,
@@ -44,25 +47,45 @@ from .serializers import (
     approval_detail_data,
     approval_reply,
     canonical_input,
+    single_values,
 )
 
 
 class BearerTokenScheme(OpenApiAuthenticationExtension):
-    """让 OpenAPI 文档知道我们的认证方式。"""
+    """让 OpenAPI 文档知道我们的认证方式（含签名 token 的签名规则）。"""
 
     target_class = "jenkins_bridge.api.authentication.BearerTokenAuthentication"
     name = "BearerToken"
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
-        return {"type": "http", "scheme": "bearer", "description": _("manage.py create_api_token 生成的 token")}
+        return {"type": "http", "scheme": "bearer",
+                "description": format_lazy("{}。{}", _("manage.py create_api_token 生成的 token"), SIGNING_HELP)}
 
 
-ERRORS = {
-    400: OpenApiResponse(ErrorSerializer, description=_("参数错误")),
-    401: OpenApiResponse(ErrorSerializer, description=_("缺少或无效的 token")),
-    403: OpenApiResponse(ErrorSerializer, description=_("token 权限范围不足，或审批人无权审批")),
-    413: OpenApiResponse(ErrorSerializer, description=_("请求体太大")),
+SIGNING_HELP = _(
+    "设置了签名密钥的 token，每个请求还要带 X-Approval-Timestamp（Unix 秒，与服务器相差不超过 5 分钟）、"
+    "X-Approval-Nonce（每个请求新生成，16–64 个字母、数字、- 或 _，不能重复使用）与 "
+    "X-Approval-Signature（sha256= 后接十六进制的 HMAC-SHA256）。签名的原文是时间戳、nonce、方法（大写）、路径、"
+    "规范查询串各占一行（每行以换行符结尾），再接原始请求体；规范查询串是把参数按名、值排序，"
+    "名与值按 UTF-8 百分号编码（只有 A-Z a-z 0-9 - _ . ~ 不编码），写成 名=值 用 & 连接。"
+    "签名不对是 401：signature_required、invalid_signature、signature_expired、replayed。"
+)
+
+ERROR_TEXT = {
+    400: _("参数错误"),
+    401: _("缺少或无效的 token"),
+    403: _("token 权限范围不足，或审批人无权审批"),
+    404: _("找不到：审批编号不存在，或页码超出范围"),
+    409: _("审批已有结果，不能再决定"),
+    413: _("请求体太大"),
+    415: _("不支持的请求体格式（Content-Type）"),
 }
+
+
+def errors(*codes: int) -> dict[int, OpenApiResponse]:
+    """这个操作可能回答的错误：都是统一的错误形状。"""
+    return {code: OpenApiResponse(ErrorSerializer, description=ERROR_TEXT[code]) for code in codes}
+
 
 ERROR_EXAMPLE = OpenApiExample(
     _("错误（统一形状）"),
@@ -101,51 +124,50 @@ class ApiView(APIView):
 # ---------------------------------------------------------------- 等待（J1/J2/A5）
 
 
-@extend_schema(
-    tags=["jenkins"],
-    summary=_("申请（或查询）发布审批，可长轮询等待结果"),
-    description=_(
-        "流水线调用：没有 id 时按 (Jenkins, 任务, 构建号, input_id) 创建或找到审批（新建 201，已存在 200）；"
-        "带 id 时查询已有审批。wait（0–60 秒）让回答一直等到审批有了结果或时间到。"
-        "字段也接受 Jenkins 的写法：JOB_NAME、BUILD_NUMBER、BUILD_URL、BUILD_USER_ID、env 等。"
-    ),
-    parameters=[
-        OpenApiParameter("project", OpenApiTypes.STR, description=_("项目名（或 JOB_NAME / job_name）")),
-        OpenApiParameter("environment", OpenApiTypes.STR, description=_("环境（或 env），如 production / 生产")),
-        OpenApiParameter("build_number", OpenApiTypes.INT, description=_("构建号（或 BUILD_NUMBER）")),
-        OpenApiParameter("build_url", OpenApiTypes.STR, description=_("构建链接（或 BUILD_URL）")),
-        OpenApiParameter("version", OpenApiTypes.STR),
-        OpenApiParameter("description", OpenApiTypes.STR, description=_("发布说明，中文可")),
-        OpenApiParameter("operation", OpenApiTypes.STR, description=_("操作类型，如 部署 / 回滚")),
-        OpenApiParameter("requested_by", OpenApiTypes.STR, description=_("发起人（或 BUILD_USER_ID）")),
-        OpenApiParameter("input_id", OpenApiTypes.STR, description=_("流水线随后等待的 input 步骤 id")),
-        OpenApiParameter("callback_url", OpenApiTypes.STR, description=_("Webhook Step 的 hook.url")),
-        OpenApiParameter("timeout_minutes", OpenApiTypes.INT),
-        OpenApiParameter("wait", OpenApiTypes.FLOAT, description=_("最多等待秒数（0–60）")),
-        OpenApiParameter("id", OpenApiTypes.STR, description=_("已有审批的编号（轮询）")),
-        OpenApiParameter("jenkins", OpenApiTypes.STR, description=_("Jenkins 服务器名（默认服务器可省略）")),
-    ],
-    request={"application/json": WaitInputSerializer, "application/x-www-form-urlencoded": WaitInputSerializer},
-    responses={200: ApprovalReplySerializer, 201: ApprovalReplySerializer, 404: ErrorSerializer, **ERRORS},
-    examples=[
-        OpenApiExample(
-            _("input 方式申请（中文说明）"),
-            value={"JOB_NAME": "shop-backend", "BUILD_NUMBER": "128", "env": "生产", "version": "v2.3.0",
-                   "description": "修复支付回调；升级 Redis 客户端 🚀", "operation": "部署",
-                   "BUILD_USER_ID": "dave", "BUILD_URL": "https://jenkins.example.com/job/shop-backend/128/",
-                   "input_id": "Release"},
-            request_only=True,
-        ),
-        OpenApiExample(_("轮询已有审批"), value={"id": "7K3M9Q2A", "wait": 30}, request_only=True),
-        OpenApiExample(_("回答"), value=REPLY_EXAMPLE, response_only=True, status_codes=["200", "201"]),
-    ],
+WAIT_DESCRIPTION = _(
+    "流水线调用：没有 id 时按 (Jenkins, 任务, 构建号, input_id) 创建或找到审批（新建 201，已存在 200）；"
+    "带 id 时查询已有审批。wait（0–60 秒）让回答一直等到审批有了结果或时间到。"
+    "字段也接受 Jenkins 的写法：JOB_NAME、BUILD_NUMBER、BUILD_URL、BUILD_USER_ID、env 等。"
 )
+WAIT_SCHEMA = {
+    "tags": ["jenkins"],
+    "summary": _("申请（或查询）发布审批，可长轮询等待结果"),
+    "responses": {200: ApprovalReplySerializer, 201: ApprovalReplySerializer, **errors(400, 401, 403, 404, 413)},
+}
+WAIT_EXAMPLES = [
+    OpenApiExample(
+        _("input 方式申请（中文说明）"),
+        value={"JOB_NAME": "shop-backend", "BUILD_NUMBER": "128", "env": "生产", "version": "v2.3.0",
+               "description": "修复支付回调；升级 Redis 客户端 🚀", "operation": "部署",
+               "BUILD_USER_ID": "dave", "BUILD_URL": "https://jenkins.example.com/job/shop-backend/128/",
+               "input_id": "Release"},
+        request_only=True,
+    ),
+    OpenApiExample(_("轮询已有审批"), value={"id": "7K3M9Q2A", "wait": 30}, request_only=True),
+    OpenApiExample(_("回答"), value=REPLY_EXAMPLE, response_only=True, status_codes=["200", "201"]),
+]
+
+
 class ApprovalWaitApi(ApiView):
     required_scope = ApiScope.JENKINS
 
+    @extend_schema(
+        **WAIT_SCHEMA,
+        description=format_lazy("{}{}", WAIT_DESCRIPTION, _(
+            "GET 的字段都写在查询串里；没有 id 时必须有 project（或 job_name）与 build_number。")),
+        parameters=query_parameters(WaitInputSerializer()),
+        examples=WAIT_EXAMPLES[2:],
+    )
     def get(self, request: Request) -> Response:
         return self._handle(request, canonical_input(request.query_params))
 
+    @extend_schema(
+        **{**WAIT_SCHEMA, "responses": {**WAIT_SCHEMA["responses"], **errors(415)}},
+        description=format_lazy("{}{}", WAIT_DESCRIPTION, _(
+            "POST 的字段写在请求体里（JSON 对象或表单）；查询串里的同名字段也读取，请求体里的优先。")),
+        request=WaitInputSerializer,
+        examples=WAIT_EXAMPLES,
+    )
     def post(self, request: Request) -> Response:
         return self._handle(request, canonical_input(request.query_params, request.data))
 
@@ -236,7 +258,9 @@ approval_wait_view.initkwargs = {}
 # ---------------------------------------------------------------- 状态与列表（A7/D10）
 
 
-@extend_schema(tags=["read"], summary=_("审批总数与各状态计数"), responses={200: StatusReplySerializer, **ERRORS},
+@extend_schema(tags=["read"], summary=_("审批总数与各状态计数"),
+               description=_("各状态的审批数、今天新建的审批数，以及从申请到决定所用时间的中位数（秒）。"),
+               responses={200: StatusReplySerializer, **errors(401, 403, 413)},
                examples=[OpenApiExample(_("统计"), value={"total": 42, "by_status": {"pending": 3, "approved": 30,
                                                                                     "rejected": 5, "timeout": 2,
                                                                                     "cancelled": 2},
@@ -252,7 +276,9 @@ class ApprovalStatusApi(ApiView):
 
 
 @extend_schema(tags=["read"], summary=_("一条审批的详情、投票与历史"),
-               responses={200: ApprovalDetailSerializer, 404: ErrorSerializer, **ERRORS})
+               description=_("按编号查询一条审批：等待接口回答的字段，加上构建信息、Jenkins 操作的状态、每一票与完整历史。"
+                             "编号不存在是 404。"),
+               responses={200: ApprovalDetailSerializer, **errors(401, 403, 404, 413)})
 class ApprovalDetailApi(ApiView):
     required_scope = ApiScope.READ
 
@@ -261,21 +287,21 @@ class ApprovalDetailApi(ApiView):
         return Response(approval_detail_data(selectors.approval_detail(public_id)))
 
 
-class ApprovalPagination(PageNumberPagination):
-    page_size_query_param = "page_size"
-    max_page_size = 200
+PAGING_HELP = _("page 从 1 开始，超出最后一页是 404；page、page_size 不是正整数（或给了多次）是 400 invalid_page。")
+LIST_FILTERS = ApprovalListFilterSerializer()
 
 
 @extend_schema(tags=["read"], summary=_("审批列表（分页、可过滤）"),
-               parameters=[ApprovalListFilterSerializer,
-                           OpenApiParameter("page", OpenApiTypes.INT), OpenApiParameter("page_size", OpenApiTypes.INT)],
-               responses={200: ApprovalReplySerializer(many=True), 404: ErrorSerializer, **ERRORS})
+               description=format_lazy("{}{}", _("按状态、项目、环境、创建时间与关键词过滤审批，分页返回。"
+                                                 "过滤参数给了就不能为空，每个只能给一次。"), PAGING_HELP),
+               parameters=query_parameters(LIST_FILTERS),
+               responses={200: ApprovalReplySerializer(many=True), **errors(400, 401, 403, 404, 413)})
 class ApprovalListApi(ApiView):
     required_scope = ApiScope.READ
-    pagination_class = ApprovalPagination
+    pagination_class = ApiPagination
 
     def get(self, request: Request) -> Response:
-        filters = ApprovalListFilterSerializer(data=request.query_params)
+        filters = ApprovalListFilterSerializer(data=single_values(request.query_params, LIST_FILTERS.fields))
         filters.is_valid(raise_exception=True)
         values = dict(filters.validated_data)
         if values.get("environment"):
@@ -289,14 +315,19 @@ class ApprovalListApi(ApiView):
 # ---------------------------------------------------------------- 决定（A6）
 
 
+DECISION_FIELDS = tuple(DecisionInputSerializer().fields)
+
+
 class _DecisionApi(ApiView):
     required_scope = ApiScope.APPROVE
     decision = Vote.Decision.APPROVE
 
     def post(self, request: Request, public_id: str) -> Response:
         approval = approval_get(public_id)
-        serializer = DecisionInputSerializer(data=request.data if isinstance(request.data, dict) or hasattr(
-            request.data, "getlist") else {})
+        data = request.data
+        if hasattr(data, "getlist"):
+            data = single_values(data, DECISION_FIELDS)
+        serializer = DecisionInputSerializer(data=data if isinstance(data, dict) else {})
         serializer.is_valid(raise_exception=True)
         username = serializer.validated_data["approver"].strip().lstrip("@")
         approver = Approver.objects.select_related("role").filter(username__iexact=username).first()
@@ -308,21 +339,27 @@ class _DecisionApi(ApiView):
         return Response({**approval_reply(fresh), "final": outcome.final})
 
 
-DECISION_EXAMPLES = [
-    OpenApiExample(_("同意"), value={"approver": "bob", "reason": "已核对变更单"}, request_only=True),
-    ERROR_EXAMPLE,
-]
+DECISION_HELP = _(
+    "需要 approve 权限范围的 token。审批人不存在是 400（unknown_approver）；不是这个项目的审批人、角色不能审批、"
+    "发起人审批自己的构建是 403；审批已有结果是 409（already_decided，说明由谁在何时决定）；编号不存在是 404。"
+)
+DECISION_RESPONSES = {200: DecisionReplySerializer, **errors(400, 401, 403, 404, 409, 413, 415)}
 
 
 @extend_schema(tags=["approve"], summary=_("以指定审批人身份同意"), request=DecisionInputSerializer,
-               responses={200: DecisionReplySerializer, 404: ErrorSerializer, 409: ErrorSerializer, **ERRORS},
-               examples=DECISION_EXAMPLES)
+               description=format_lazy("{}{}", _("以 approver 指定的审批人身份投同意票；票数够了审批即通过。"),
+                                       DECISION_HELP),
+               responses=DECISION_RESPONSES,
+               examples=[OpenApiExample(_("同意"), value={"approver": "bob", "reason": "已核对变更单"},
+                                        request_only=True), ERROR_EXAMPLE])
 class ApprovalApproveApi(_DecisionApi):
     decision = Vote.Decision.APPROVE
 
 
 @extend_schema(tags=["approve"], summary=_("以指定审批人身份拒绝"), request=DecisionInputSerializer,
-               responses={200: DecisionReplySerializer, 404: ErrorSerializer, 409: ErrorSerializer, **ERRORS},
+               description=format_lazy("{}{}", _("以 approver 指定的审批人身份拒绝；一票拒绝审批即结束。"),
+                                       DECISION_HELP),
+               responses=DECISION_RESPONSES,
                examples=[OpenApiExample(_("拒绝"), value={"approver": "bob", "reason": "数据库迁移未评审"},
                                         request_only=True), ERROR_EXAMPLE])
 class ApprovalRejectApi(_DecisionApi):
@@ -333,14 +370,16 @@ class ApprovalRejectApi(_DecisionApi):
 
 
 @extend_schema(tags=["read"], summary=_("审批人与角色（分页）"),
-               parameters=[OpenApiParameter("page", OpenApiTypes.INT)],
-               responses={200: ApproverSerializer(many=True), **ERRORS})
+               description=format_lazy("{}{}", _("所有审批人（按用户名排序）与各自的角色、负责的项目和环境。"),
+                                       PAGING_HELP),
+               responses={200: ApproverSerializer(many=True), **errors(400, 401, 403, 404, 413)})
 class UserListApi(ApiView):
     required_scope = ApiScope.READ
+    pagination_class = ApiPagination
 
     def get(self, request: Request) -> Response:
         queryset = Approver.objects.select_related("role").order_by("username")
-        paginator = PageNumberPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(queryset, request, view=self)
         return paginator.get_paginated_response(ApproverSerializer(page, many=True).data)
 
@@ -350,7 +389,11 @@ class UserListApi(ApiView):
 
 @extend_schema(
     tags=["jenkins"], summary=_("回报构建结果"), request=BuildResultInputSerializer,
-    responses={200: BuildResultReplySerializer, 201: BuildResultReplySerializer, 404: ErrorSerializer, **ERRORS},
+    description=_("构建结束时调用：记下结果（第一次 201，同一构建再次回报 200），并关联到这次构建的审批；"
+                  "审批还在等待时随之取消。带 id 时按编号关联，编号不存在是 404。"
+                  "字段写在请求体里；查询串里的同名字段也读取，请求体里的优先。"),
+    responses={200: BuildResultReplySerializer, 201: BuildResultReplySerializer,
+               **errors(400, 401, 403, 404, 413, 415)},
     examples=[OpenApiExample(_("构建失败"), value={"JOB_NAME": "shop-backend", "BUILD_NUMBER": 128,
                                                  "result": "FAILURE", "duration": 183000, "id": "7K3M9Q2A"},
                              request_only=True)],

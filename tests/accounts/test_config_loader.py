@@ -827,7 +827,8 @@ def test_change_notice_is_enqueued_when_notify_task_is_registered(files, notices
     assert name == "users" and ok is True and "新建审批人 1" in summary
 
 
-def test_reload_is_declared_as_periodic_task(db):
+@pytest.mark.django_db(transaction=True)  # beat 在事务之外运行（见 tests/approvalbot/test_project.py）
+def test_reload_is_declared_as_periodic_task():
     from django_celery_beat.models import PeriodicTask
 
     from approvalbot.beat import Scheduler

@@ -48,7 +48,8 @@ def test_production_refuses_to_start_without_secret_key(tmp_path):
     assert "DJANGO_SECRET_KEY" in result.stderr
 
 
-@pytest.mark.django_db
+# transaction=True：beat 在事务之外运行，DatabaseScheduler 会关闭“还在事务里”的连接（测试事务里的 MariaDB 连接）
+@pytest.mark.django_db(transaction=True)
 def test_beat_alone_installs_the_schedule_and_disables_removed_entries(settings):
     """只启动 celery beat（没有任何同步步骤）就调度全部周期任务；代码里删掉的托管条目停用，后台建的不动。"""
     from django_celery_beat.models import IntervalSchedule, PeriodicTask

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import time
 from datetime import timedelta
@@ -227,10 +226,12 @@ def test_bootstrap_token_from_env_has_jenkins_and_read_only(settings, jenkins_se
 
 
 def _signed(client: APIClient, secret: str, body: bytes, *, ts: int | None = None, sig: str | None = None):
-    ts = ts if ts is not None else int(time.time())
-    mac = hmac.new(secret.encode(), f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
-    return client.post(WAIT, data=body, content_type="application/json",
-                       HTTP_X_APPROVAL_TIMESTAMP=str(ts), HTTP_X_APPROVAL_SIGNATURE=sig or f"sha256={mac}")
+    from tests.jenkins_bridge.test_holes_signing import signature_headers  # 签名约定只写一份（那里有完整的测试）
+
+    headers = signature_headers("POST", WAIT, body, secret=secret, ts=ts)
+    if sig:
+        headers["HTTP_X_APPROVAL_SIGNATURE"] = sig
+    return client.post(WAIT, data=body, content_type="application/json", **headers)
 
 
 def test_hmac_signature_per_token(jenkins_server, shop_rule, make_token, monkeypatch):

@@ -8,10 +8,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from approvalbot.celery import retry_countdown
 from approvals.models import Approval, ApprovalEvent, EventKind, JenkinsActionState, Status
 from approvals.services import approval_decide
 from approvals.sweeps import approvals_expire_due
-from approvalbot.celery import retry_countdown
 from jenkins_bridge.tasks import approval_resume_task, jenkins_action_recovery_task
 from tests.fake_jenkins import FakeInput
 
@@ -124,6 +124,27 @@ def test_webhook_wrong_auth_is_permanent_failure(jenkins_server, fake_jenkins, s
     approval = decide(make_approval(callback_url=hook))
     assert approval.jenkins_action_state == JenkinsActionState.FAILED
     assert "403" in approval.jenkins_action_error
+
+
+@pytest.mark.parametrize(("status", "location", "host"), [
+    (302, "https://sso.example.com/login?from=%2Fwebhook-step%2Fhook-r&ticket=s3cret-ticket", "sso.example.com"),
+    (301, "https://jenkins.example.com:8443/webhook-step/hook-r?token=s3cret-ticket", "jenkins.example.com:8443"),
+    (307, "/login?token=s3cret-ticket", "127.0.0.1"),
+    (308, "", ""),
+])
+def test_webhook_answering_a_redirect_is_a_permanent_failure(jenkins_server, fake_jenkins, shop_rule, make_approval,
+                                                             decide, status, location, host):
+    """回调地址回 3xx（登录页、写错的地址）：不跟随也不算成功，流水线没收到决定——记为失败并说明去向，不重试。"""
+    hook = fake_jenkins.register_webhook("hook-r")
+    fake_jenkins.redirect_webhook("hook-r", location, status=status)
+    approval = decide(make_approval(callback_url=hook))
+    assert approval.jenkins_action_state == JenkinsActionState.FAILED
+    assert str(status) in approval.jenkins_action_error and host in approval.jenkins_action_error
+    assert "s3cret-ticket" not in approval.jenkins_action_error and "/login" not in approval.jenkins_action_error
+    assert len(fake_jenkins.calls("POST", "/webhook-step/")) == 1  # 永久失败：不重试，也不跟随
+    assert fake_jenkins.webhook_posts.get("hook-r") is None
+    [event] = jenkins_events(approval)
+    assert event.kind == EventKind.JENKINS_ERROR and event.details["permanent"] is True
 
 
 def test_poll_mode_sends_nothing(jenkins_server, fake_jenkins, shop_rule, make_approval, decide):

@@ -10,6 +10,7 @@
 //   - Jenkins 凭据（Secret text）approval-api-token：manage.py create_api_token jenkins --scope jenkins --scope read
 //   - mode 'webhook' 需要 Webhook Step 插件；mode 'input' 建议装 Pipeline Stage View（服务用它的 wfapi 找 input）
 //   - Linux agent 上有 curl
+//   - 本步骤不签名：token 设置了签名密钥时改用 docs/jenkins/sign_request.py（每个请求签名一次，含 nonce）
 import groovy.json.JsonOutput
 import groovy.json.JsonSlurperClassic
 
