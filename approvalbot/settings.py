@@ -14,6 +14,8 @@ import environ
 from celery.schedules import crontab
 from django.utils.translation import gettext_lazy
 
+from approvalbot.logging import logging_from_env
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("APP_VAR_DIR", BASE_DIR / "var"))
 
@@ -340,31 +342,7 @@ APPROVAL_TIMEOUT_POLICY = env.str("APPROVAL_TIMEOUT_POLICY", default="reject")
 # ---------------------------------------------------------------- 日志
 LOG_LEVEL = env.str("LOG_LEVEL", default="DEBUG" if DEBUG else "INFO").upper()
 LOG_FORMAT = env.str("LOG_FORMAT", default="text")
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "text": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
-        "json": {"()": "approvalbot.logging.JsonFormatter"},
-    },
-    "filters": {"redact": {"()": "approvalbot.logging.RedactSecretsFilter"}},
-    "handlers": {
-        "console": {
-            "class": "logging.StreamHandler",
-            "formatter": "json" if LOG_FORMAT == "json" else "text",
-            "filters": ["redact"],
-        }
-    },
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {
-        # httpx 会记录完整请求 URL，而 Bot token 就在 URL 里
-        "httpx": {"level": "WARNING"},
-        "httpcore": {"level": "WARNING"},
-        # python-telegram-bot 在 DEBUG 级别记录含 token 的 Bot API 地址与每次请求的参数
-        "telegram": {"level": "INFO"},
-        "urllib3": {"level": "WARNING"},
-        "django.db.backends": {"level": "INFO"},
-    },
-}
+# 控制台（stderr）之外，设置 LOG_FILE 时每个进程（APP_PROCESS）另写一个按大小轮转的文件；见 approvalbot/logging.py
+LOGGING = logging_from_env(env, level=LOG_LEVEL, fmt=LOG_FORMAT, base_dir=BASE_DIR)
 
 APPROVAL_TIMEDELTA_MAX = timedelta(days=7)
