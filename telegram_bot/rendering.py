@@ -14,6 +14,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -196,6 +197,41 @@ def mention_html(*, telegram_id: int | None, username: str = "", label: str = ""
     if username:
         return html_fragment("@" + esc(username.lstrip("@")))
     return html_fragment(esc(label))
+
+
+@dataclass(frozen=True)
+class Mention:
+    """点名里的一个人。linked 为假时只写名字：同一条消息里已经提及过，重复的链接只会多占实体额度。"""
+
+    label: str
+    telegram_id: int | None = None
+    username: str = ""
+    linked: bool = True
+
+
+@dataclass(frozen=True)
+class Mentions:
+    """一组点名（谁、是否链接由调用方决定）；more 是“等 12 人”这样已带数字的纯文本尾注。"""
+
+    people: tuple[Mention, ...] = ()
+    more: str = ""
+
+    def __bool__(self) -> bool:
+        return bool(self.people or self.more)
+
+
+def mentions_html(mentions: Mentions) -> SafeString:
+    """一组点名，空格分隔，尾注跟在最后。"""
+    parts = [mention_html(telegram_id=m.telegram_id, username=m.username, label=m.label) if m.linked else esc(m.label)
+             for m in mentions.people]
+    if mentions.more:
+        parts.append(esc(mentions.more))
+    return html_fragment(" ".join(parts))
+
+
+def colon_html(fragment: str) -> SafeString:
+    """已转义的 HTML 片段后接随语言变化的冒号（中文“：”，英文“: ”）：不加粗、或只加粗标题的标签。"""
+    return html_fragment(esc(_("%(label)s：")) % {"label": fragment})
 
 
 def approver_mention(approver: Any) -> SafeString:

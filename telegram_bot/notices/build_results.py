@@ -17,11 +17,11 @@ from accounts.models import Approver
 from approvals.eligibility import Eligibility
 from approvals.models import Approval, BuildResult, BuildResultValue, Status, Vote
 
-from ..messages import environment_badge, esc, fit_message, join_names, label_html, link, log_url, with_note
+from ..messages import fit_message, join_names, log_url, render_fitted, render_telegram, with_note
 from ..models import MessageKind, TelegramMessage
 from ..outbox import RECOVERY_WINDOW, outbox_add, outbox_key
 from ..sender import chat_resolve
-from .common import colon, default_chat_id, duration_ms_text, mentions_html, reply_target, voted_approve
+from .common import default_chat_id, duration_ms_text, mention_list, reply_target, voted_approve
 
 LOG_TAIL_LINES = 30
 # 刚收到的结果：提交后投递的任务可能还在路上，补发扫描先不插手
@@ -72,7 +72,7 @@ def build_log_tail_for(result: BuildResult, *, lines: int = LOG_TAIL_LINES) -> s
 
 def render_build_result(result: BuildResult, *, approval: Approval | None, people: list[Approver],
                         tail: str = "", project: str = "") -> str:
-    """构建结果通知（B3–B7）。"""
+    """构建结果通知（B3–B7，templates/telegram/notices/build_result.html）；日志末尾放不下时保留最后的部分。"""
     titles = {
         BuildResultValue.SUCCESS: _("构建成功"),
         BuildResultValue.FAILURE: _("构建失败"),
@@ -80,47 +80,32 @@ def render_build_result(result: BuildResult, *, approval: Approval | None, peopl
         BuildResultValue.NOT_BUILT: _("未构建"),
         BuildResultValue.UNSTABLE: _("构建不稳定"),
     }
-    emoji = RESULT_EMOJI.get(result.result, "❔")
-    title = titles.get(result.result, result.result)
-    project = project or (approval.project if approval else "") or result.project or result.job_name
-    environment = result.environment or (approval.environment if approval else "")
-    env_emoji, env_label = environment_badge(environment)
-    version = result.version or (approval.version if approval else "")
-    lines = [
-        f"{emoji} <b>{esc(title)}</b> · {esc(project)} #{result.build_number}",
-        label_html(_("结果")) + esc(result.result),
-        label_html(_("任务")) + f"{esc(result.job_name)} #{result.build_number}",
-        label_html(_("环境")) + f"{env_emoji} {esc(env_label)}",
-    ]
-    if version:
-        lines.append(label_html(_("版本")) + esc(version))
-    lines.append(label_html(_("耗时")) + esc(duration_ms_text(result.duration_ms)))
+    decision = ""
     if approval is not None:
         approvers = [a.label for a in voted_approve(approval)]
         if approval.status == Status.APPROVED:
-            who = _("%(names)s 同意") % {"names": join_names(approvers) or approval.decided_by_name or _("系统")}
+            decision = _("%(names)s 同意") % {"names": join_names(approvers) or approval.decided_by_name or _("系统")}
         else:
-            who = str(approval.get_status_display())
+            decision = str(approval.get_status_display())
             if approval.decided_by_name:
-                who = with_note(who, approval.decided_by_name)
-        lines.append(label_html(_("审批")) + f"<code>{esc(approval.public_id)}</code> {esc(who)}")
-    else:
-        lines.append(label_html(_("审批")) + esc(_("（这次构建没有经过审批）")))
-    links = [p for p in (link(console_url(result.build_url), _("Jenkins 控制台")),
-                         link(log_url(approval), _("构建日志"))) if p]
-    if links:
-        lines.append("🔗 " + " | ".join(links))
-    if people:
-        lines.append("📣 " + colon(esc(_("请关注"))) + mentions_html(people))
-    head = "\n".join(lines)
+                decision = with_note(decision, approval.decided_by_name)
+    context = {
+        "result": result, "approval": approval, "decision": decision,
+        "emoji": RESULT_EMOJI.get(result.result, "❔"), "title": titles.get(result.result, result.result),
+        "project": project or (approval.project if approval else "") or result.project or result.job_name,
+        "environment": result.environment or (approval.environment if approval else ""),
+        "version": result.version or (approval.version if approval else ""),
+        "duration": duration_ms_text(result.duration_ms),
+        "console_url": console_url(result.build_url), "log_url": log_url(approval),
+        "people": mention_list(people) if people else None,
+    }
+    template = "telegram/notices/build_result.html"
     if not tail.strip():
+        head = render_telegram(template, context)
+        # 没有可截短的自由文本：照 fit_message 的规则，只有整条超长时才在末尾加“…”
         return fit_message(lambda extra: head + extra, "")
-
-    def build(escaped_tail: str) -> str:
-        label = label_html(_("日志末尾（最后 %(n)d 行）") % {"n": LOG_TAIL_LINES})
-        return f"{head}\n\n{label}\n<pre>{escaped_tail}</pre>"
-
-    return fit_message(build, tail, keep="tail")
+    context["tail_title"] = _("日志末尾（最后 %(n)d 行）") % {"n": LOG_TAIL_LINES}
+    return render_fitted(template, context, free_text_name="tail", free_text=tail, keep="tail")
 
 
 def _load(result_id: int) -> BuildResult | None:

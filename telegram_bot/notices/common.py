@@ -1,8 +1,10 @@
-"""各类通知共用的部分：发往哪个群、回复哪条审批消息、点名、Telegram 的长度与格式实体上限。"""
+"""各类通知共用的部分：发往哪个群、回复哪条审批消息、点名、Telegram 的长度与格式实体上限。
+
+通知的样子在 templates/telegram/notices/；这里只决定点谁的名、量一条消息放不放得下。
+"""
 
 from __future__ import annotations
 
-import html
 import re
 from collections.abc import Iterable
 
@@ -12,8 +14,8 @@ from accounts.app_config import app_defaults
 from accounts.models import Approver
 from approvals.models import Approval, Vote
 
-from ..messages import MAX_MESSAGE_LENGTH, esc, mention_html, tg_length, truncate_plain
 from ..models import MessageKind, MessageState, TelegramMessage
+from ..rendering import MAX_MESSAGE_LENGTH, Mention, Mentions, plain_text, tg_length, truncate_plain
 from ..sender import chat_resolve
 
 MAX_MENTIONS = 10  # 一条审批最多点名几人：角色下几百人时也不会把消息撑爆
@@ -21,7 +23,6 @@ MENTION_LABEL_CHARS = 32
 FIELD_CHARS = 64  # 摘要里项目名、版本的最大显示长度
 MAX_ENTITIES = 100  # Telegram 每条消息只处理前 100 个格式实体（粗体、链接、提及……）
 MAX_SOURCE_LENGTH = 8192
-_TAG_RE = re.compile(r"<[^>]*>")
 _OPEN_TAG_RE = re.compile(r"<[a-z]")
 _AUTO_ENTITY_RE = re.compile(r"(?<![\w/@])[@/][A-Za-z_]")  # @用户名、/命令（“1/2” 这样的票数不算）
 
@@ -44,47 +45,39 @@ def short(value: str, limit: int = FIELD_CHARS) -> str:
     return truncate_plain(value or "", limit)
 
 
-def colon(fragment: str) -> str:
-    """已转义的 HTML 片段后接随语言变化的冒号（中文“：”，英文“: ”），用于不加粗或只加粗标题的标签。"""
-    return esc(_("%(label)s：")) % {"label": fragment}
-
-
 def voted_approve(approval: Approval) -> list[Approver]:
     return [v.approver for v in approval.votes.all() if v.decision == Vote.Decision.APPROVE]
 
 
-def mentions_html(people: Iterable[Approver], *, limit: int = MAX_MENTIONS, mentioned: set[int] | None = None) -> str:
-    """点名一组人（去重、保序）；超过 limit 人时只列前几位并注明人数。
+def mention_list(people: Iterable[Approver], *, limit: int = MAX_MENTIONS, mentioned: set[int] | None = None) -> Mentions:
+    """点名一组人（去重、保序）；超过 limit 人时只列前几位并注明人数。模板用 {{ …|mentions }} 写出。
 
-    mentioned：同一条消息里已经点过名的人只写名字。Telegram 每条消息只处理前 100 个格式实体，
-    重复的提及链接既占这个额度，也不会让人多收到一次提醒。
+    mentioned：同一条消息里已经点过名的人只写名字（并把这次链接的人加进去）。Telegram 每条消息只处理前 100 个
+    格式实体，重复的提及链接既占这个额度，也不会让人多收到一次提醒。
     """
     unique: dict[int, Approver] = {}
     for person in people:
         unique.setdefault(person.pk, person)
     listed = list(unique.values())
-    parts = []
+    shown = []
     for person in listed[:limit]:
-        if mentioned is not None and person.pk in mentioned:
-            parts.append(esc(short(person.label, MENTION_LABEL_CHARS)))
-            continue
-        parts.append(mention_html(telegram_id=person.telegram_id, username=person.telegram_username,
-                                  label=short(person.label, MENTION_LABEL_CHARS)))
-        if mentioned is not None:
+        linked = mentioned is None or person.pk not in mentioned
+        shown.append(Mention(label=short(person.label, MENTION_LABEL_CHARS), telegram_id=person.telegram_id,
+                             username=person.telegram_username, linked=linked))
+        if linked and mentioned is not None:
             mentioned.add(person.pk)
-    if len(listed) > limit:
-        parts.append(esc(_("等 %(n)d 人") % {"n": len(listed)}))
-    return " ".join(parts)
+    more = _("等 %(n)d 人") % {"n": len(listed)} if len(listed) > limit else ""
+    return Mentions(people=tuple(shown), more=more)
 
 
 def visible_length(source: str) -> int:
     """Telegram 的 4096 限制针对解析后的正文（去掉标签、还原 &lt; 之类），按 UTF-16 码元计。"""
-    return tg_length(html.unescape(_TAG_RE.sub("", source)))
+    return tg_length(plain_text(source))
 
 
 def entity_count(source: str) -> int:
     """格式实体个数的上界：每个开标签一个，另加正文里会被自动识别的 @用户名 与 /命令。"""
-    plain = html.unescape(_TAG_RE.sub("", source))
+    plain = plain_text(source)
     return len(_OPEN_TAG_RE.findall(source)) + len(_AUTO_ENTITY_RE.findall(plain))
 
 

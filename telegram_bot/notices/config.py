@@ -6,31 +6,21 @@ import logging
 import uuid
 
 from django.conf import settings
-from django.utils.translation import gettext as _
 
-from ..messages import esc, fit_message
+from ..messages import render_fitted
 from ..models import MessageKind, TelegramMessage
 from ..outbox import outbox_add, outbox_key
 from ..sender import chat_resolve
-from .common import colon, default_chat_id
+from .common import default_chat_id
 
 logger = logging.getLogger(__name__)
 
 
 def render_config_changed(name: str, ok: bool, summary: str) -> str:
-    """summary 可能含文件内容，一律转义、超长截短。"""
+    """templates/telegram/notices/config.html；summary 可能含文件内容，一律转义、超长截短。"""
     files = {"users": settings.USERS_CONFIG_FILE.name, "app": settings.APP_CONFIG_FILE.name}
-    filename = files.get(name, name)
-    if ok:
-        head = "✅ " + colon("<b>{}</b>".format(esc(_("配置已重新加载")))) + f"<code>{esc(filename)}</code>"
-    else:
-        head = ("⛔ " + colon("<b>{}</b>".format(esc(_("配置被拒绝")))) + f"<code>{esc(filename)}</code>\n"
-                + esc(_("文件有错误，上一个好配置继续生效。")))
-
-    def build(escaped: str) -> str:
-        return f"{head}\n<pre>{escaped}</pre>" if escaped else head
-
-    return fit_message(build, summary or "")
+    return render_fitted("telegram/notices/config.html", {"ok": ok, "filename": files.get(name, name)},
+                         free_text_name="summary", free_text=summary or "")
 
 
 def config_notice_enqueue(*, name: str, ok: bool, summary: str) -> TelegramMessage | None:

@@ -21,7 +21,7 @@ from accounts.models import Approver
 from approvals.eligibility import Eligibility
 from approvals.models import Approval, Status, Vote
 
-from ..messages import environment_badge, esc, link, time_left_text, with_note
+from ..messages import html_fragment, render_telegram, time_left_text, with_note
 from ..models import MessageKind, MessageState, TelegramMessage
 from ..outbox import (
     outbox_add_many,
@@ -38,10 +38,9 @@ from ..sender import TelegramSender, TelegramSendError, chat_resolve
 from .common import (
     MAX_MENTIONS,
     approval_messages,
-    colon,
     default_chat_id,
     fits_one_message,
-    mentions_html,
+    mention_list,
     message_in,
     message_link,
     short,
@@ -99,39 +98,36 @@ def urgency(approval: Approval, now: datetime) -> tuple[int, str]:
 
 
 def _digest_block(item: DigestItem, now: datetime, *, mentioned: set[int], compact: bool = False) -> str:
+    """摘要里一条审批的一段（templates/telegram/notices/reminder_block.html）；点过名的人记进 mentioned。"""
     approval = item.approval
     _rank, marker = urgency(approval, now)
-    emoji, env_label = environment_badge(approval.environment)
-    head = f"{marker} <b>{esc(short(approval.project))}</b> {emoji}{esc(env_label)} #{approval.build_number}"
-    if approval.version:
-        head += f" {esc(short(approval.version))}"
-    head += f" · <code>{esc(approval.public_id)}</code>"
-    received = len(voted_approve(approval))
-    status = "⏳ " + esc(_("剩余 %(left)s · 同意 %(got)d/%(need)d") % {
-        "left": time_left_text(approval.expires_at, now), "got": received, "need": approval.required_approvals,
+    status = _("剩余 %(left)s · 同意 %(got)d/%(need)d") % {
+        "left": time_left_text(approval.expires_at, now), "got": len(voted_approve(approval)),
+        "need": approval.required_approvals,
+    }
+    return render_telegram("telegram/notices/reminder_block.html", {
+        "approval": approval, "marker": marker, "project": short(approval.project),
+        "version": short(approval.version) if approval.version else "", "status": status, "link": item.link,
+        "waiting": mention_list(item.waiting, limit=3 if compact else MAX_MENTIONS, mentioned=mentioned),
     })
-    if item.link:
-        status += " · " + link(item.link, _("原消息"))
-    limit = 3 if compact else MAX_MENTIONS
-    who = mentions_html(item.waiting, limit=limit, mentioned=mentioned) \
-        or esc(_("（没有可提醒的审批人，请管理员检查规则）"))
-    return "\n".join([head, status, "👥 " + colon(esc(_("待审批"))) + who])
 
 
 def _assemble(blocks: list[str], items: list[DigestItem], mentioned: set[int], *, total: int, index: int,
               parts: int, compact: bool = False) -> str:
-    """拼一条摘要消息：标题、每条审批一段、项目负责人（已点过名的只写名字）、操作提示。"""
+    """拼一条摘要消息（reminder_digest.html）：标题、每条审批一段、项目负责人（已点过名的只写名字）、操作提示。
+
+    blocks 是已渲染的段落：逐条追加时不必重渲染前面的段落。
+    """
     # 中文单复数同形；ngettext 让英文能写 1 release / 2 releases
     title = ngettext("审批提醒：%(n)d 条发布等待审批", "审批提醒：%(n)d 条发布等待审批", total) % {"n": total}
     if parts > 1:
         title = with_note(title, f"{index}/{parts}")
-    lines = [f"⏰ <b>{esc(title)}</b>", "", "\n\n".join(blocks), ""]
     owners = [o for item in items for o in item.owners]
-    if owners:
-        who = mentions_html(owners, limit=3 if compact else MAX_MENTIONS, mentioned=set(mentioned))
-        lines.append("📣 " + colon(esc(_("项目负责人"))) + who)
-    lines.append(esc(_("请点原消息上的按钮，或发送 /approve 编号、/reject 编号 理由。")))
-    return "\n".join(lines)
+    return render_telegram("telegram/notices/reminder_digest.html", {
+        "title": title, "blocks": [html_fragment(block) for block in blocks],
+        "owners": mention_list(owners, limit=3 if compact else MAX_MENTIONS, mentioned=set(mentioned)) if owners
+        else None,
+    })
 
 
 def _render_part(items: list[DigestItem], now: datetime, *, total: int, index: int, parts: int) -> str:

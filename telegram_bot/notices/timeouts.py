@@ -16,47 +16,29 @@ from approvals.display import format_time
 from approvals.eligibility import Eligibility
 from approvals.models import Approval, Status, Vote
 
-from ..messages import environment_badge, esc, label_html, next_step_text
+from ..messages import next_step_text, render_telegram
 from ..models import MessageKind, TelegramMessage
 from ..outbox import RECOVERY_WINDOW, outbox_add, outbox_key
-from .common import colon, mentions_html, reply_target, voted_approve
+from .common import mention_list, reply_target, voted_approve
 
 # 超时后这么久还没有超时通知那一行：提交后投递任务时 broker 不可用，补发扫描补上
 OWED_AFTER = timedelta(minutes=5)
 
 
-def summary_rows(approval: Approval) -> list[str]:
-    emoji, env_label = environment_badge(approval.environment)
-    rows = [
-        (_("项目"), esc(approval.project)),
-        (_("环境"), f"{emoji} {esc(env_label)}"),
-        (_("任务"), f"{esc(approval.job_name)} #{approval.build_number}"),
-    ]
-    if approval.version:
-        rows.append((_("版本"), esc(approval.version)))
-    return [label_html(label) + value for label, value in rows]
-
-
 def render_timeout_notice(approval: Approval, *, owners: list[Approver], waiting: list[Approver]) -> str:
-    """超时通知（R11）：哪条审批、截止时间、票数、按哪种策略处理、接下来会怎样。"""
-    title = _("审批已超时")
-    lines = [f"⌛ <b>{esc(title)}</b> · <code>{esc(approval.public_id)}</code>", *summary_rows(approval)]
-    received = len(voted_approve(approval))
-    lines.append(esc(_("截止 %(t)s 前没有足够的同意票（%(got)d/%(need)d）。") % {
-        "t": format_time(approval.expires_at),
-        "got": received, "need": approval.required_approvals,
-    }))
-    policy = _("超时即拒绝") if approval.timeout_policy == TimeoutPolicy.REJECT else _("仅标记超时")
-    lines.append(label_html(_("超时策略")) + esc(policy))
-    lines.append(label_html(_("下一步")) + esc(next_step_text(approval)))
-    if waiting:
-        lines.append("👥 " + colon(esc(_("未投票的审批人"))) + mentions_html(waiting))
+    """超时通知（R11，templates/telegram/notices/timeout.html）：哪条审批、截止时间、票数、按哪种策略处理、接下来会怎样。"""
     people = [*owners]
     if approval.requester is not None:
         people.append(approval.requester)
-    if people:
-        lines.append("📣 " + colon(esc(_("负责人与发起人"))) + mentions_html(people))
-    return "\n".join(lines)
+    deadline = _("截止 %(t)s 前没有足够的同意票（%(got)d/%(need)d）。") % {
+        "t": format_time(approval.expires_at), "got": len(voted_approve(approval)), "need": approval.required_approvals,
+    }
+    return render_telegram("telegram/notices/timeout.html", {
+        "approval": approval, "deadline": deadline, "rejects": approval.timeout_policy == TimeoutPolicy.REJECT,
+        "next_step": next_step_text(approval),
+        "waiting": mention_list(waiting) if waiting else None,
+        "people": mention_list(people) if people else None,
+    })
 
 
 def timeout_enqueue(approval_id: int) -> TelegramMessage | None:

@@ -2,7 +2,8 @@
 
 - {% linemode %}…{% endlinemode %} 与 {% line %}…{% endline %}：只输出 line 块，每块一行（同 healthchecks），
   模板里的缩进与换行不会进消息；
-- 共用片段：加粗标签、环境标识、提及、http(s) 链接、剩余时间、“文字（备注）”。
+- {% colon %}…{% endcolon %}：块里的 HTML 后接随语言变化的冒号（不加粗的标签，或只加粗标题）；
+- 共用片段：加粗标签、环境标识、提及（一人或一组）、http(s) 链接、剩余时间、“文字（备注）”。
 
 过滤器只是 telegram_bot.rendering 里同名函数的薄包装：HTML 片段由那里生成、在那里标记为安全，
 纯文本交回模板由自动转义处理。
@@ -60,6 +61,25 @@ def line(parser: Parser, token: Token) -> LineNode:
     return LineNode(nodelist)
 
 
+class ColonNode(Node):
+    def __init__(self, nodelist: NodeList) -> None:
+        self.nodelist = nodelist
+
+    def render(self, context: Any) -> str:
+        return rendering.colon_html(self.nodelist.render(context))
+
+
+@register.tag
+def colon(parser: Parser, token: Token) -> ColonNode:
+    """{% colon %}<b>{% translate "配置被拒绝"|force_escape %}</b>{% endcolon %} → <b>配置被拒绝</b>：
+
+    块里照常自动转义；冒号本身来自译文 "%(label)s："，同 label 过滤器。
+    """
+    nodelist = parser.parse(("endcolon",))
+    parser.delete_first_token()
+    return ColonNode(nodelist)
+
+
 @register.filter
 def label(text: str) -> str:
     """{% translate "项目"|label %} → <b>项目：</b>（冒号随语言变化）。"""
@@ -69,6 +89,12 @@ def label(text: str) -> str:
 @register.filter
 def env_emoji(environment: str) -> str:
     return rendering.environment_badge(environment)[0]
+
+
+@register.filter
+def env_name(environment: str) -> str:
+    """环境名（纯文本）：“生产”“预发布”……"""
+    return rendering.environment_badge(environment)[1]
 
 
 @register.filter
@@ -99,6 +125,12 @@ def time_left(expires_at: datetime, now: datetime | None = None) -> str:
 def mention(approver: Any) -> str:
     """{{ approver|mention }} → tg://user?id= 链接，没有数字 id 时 @用户名。"""
     return rendering.approver_mention(approver)
+
+
+@register.filter
+def mentions(value: rendering.Mentions) -> str:
+    """{{ waiting|mentions }} → 一组点名，空格分隔（rendering.Mentions：谁、链接与否由 Python 决定）。"""
+    return rendering.mentions_html(value)
 
 
 @register.simple_tag
