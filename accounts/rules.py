@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from .models import Approver, ProjectRule, Role
+from .models import Approver, ProjectRule, Role, TimeoutPolicy
 
 
 @dataclass
@@ -30,7 +30,7 @@ class ResolvedRule:
     chat_id: int | None = None
     required_approvals: int = 1
     timeout_minutes: int = 60
-    timeout_policy: str = "reject"
+    timeout_policy: str = TimeoutPolicy.REJECT
     stop_build: bool = False
     reminder_interval_minutes: int = 5
     reminder_backoff: float = 1.5

@@ -1,4 +1,26 @@
-"""确保 Django 启动时 Celery 应用也被加载，@shared_task 才能绑定到它。"""
+"""确保 Django 启动时 Celery 应用也被加载，@shared_task 才能绑定到它。
+
+在导入 prometheus_client 之前设定多进程指标目录：web、bot、worker、beat 各进程的计数写在同一个目录里，
+/metrics 把它们加在一起（approvalbot/metrics.py）。测试模式下不用（计数留在测试进程内）。
+"""
+
+import os
+from pathlib import Path
+
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR") and os.environ.get("APP_TESTING", "") not in ("1", "true", "yes"):
+    _dir = Path(os.environ.get("APP_VAR_DIR") or Path(__file__).resolve().parent.parent / "var") / "prometheus"
+    _dir.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_dir)
+
+    def _mark_dead() -> None:
+        # 进程退出时删掉它的“活着才算”的 Gauge 文件（长轮询等待数）；计数器文件保留，计数不丢
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(os.getpid())
+
+    import atexit
+
+    atexit.register(_mark_dead)
 
 from .celery import app as celery_app
 

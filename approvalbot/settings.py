@@ -15,6 +15,7 @@ from celery.schedules import crontab
 from django.utils.translation import gettext_lazy
 
 from approvalbot.logging import logging_from_env
+from approvalbot.secrets import SecretFileError, read_secret
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("APP_VAR_DIR", BASE_DIR / "var"))
@@ -29,11 +30,11 @@ if env_file.exists() and not TESTING and not os.environ.get("APP_IGNORE_DOTENV")
 
 
 def secret(name: str, default: str = "") -> str:
-    """读取密钥：支持 NAME 与 NAME_FILE（Docker/K8s secret 文件）两种方式。"""
-    file_path = os.environ.get(f"{name}_FILE")
-    if file_path:
-        return Path(file_path).read_text(encoding="utf-8").strip()
-    return env.str(name, default=default)
+    """读取密钥：NAME 或 NAME_FILE（Docker/K8s secret 文件）；文件读不出来时启动失败并说明原因。"""
+    try:
+        return read_secret(name, default)
+    except SecretFileError as exc:
+        raise RuntimeError(str(exc)) from None
 
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
@@ -69,6 +70,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_celery_beat",
     "approvalbot",  # 只有管理命令（bootstrap_admin），没有模型
+    "approvalbot.operations",  # 运维：健康检查、指标、告警、备份
     "accounts",
     "approvals",
     "jenkins_bridge",
@@ -254,8 +256,8 @@ SWEEP_INTERVAL_SECONDS = env.int("SWEEP_INTERVAL_SECONDS", default=30)
 # 周期任务表：beat 启动时由 approvalbot.beat.Scheduler 装进数据库（名字带前缀的是代码托管的条目）
 BEAT_MANAGED_PREFIX = "[auto] "
 _BEAT_ENTRIES = {
-    "approvals.heartbeat": {
-        "task": "approvals.tasks.beat_heartbeat_task", "schedule": timedelta(seconds=SWEEP_INTERVAL_SECONDS),
+    "operations.heartbeat": {
+        "task": "operations.tasks.beat_heartbeat_task", "schedule": timedelta(seconds=SWEEP_INTERVAL_SECONDS),
         "description": "记录 beat 与 worker 仍在运行（/health 检查新鲜度）",
     },
     "approvals.reminder_sweep": {
@@ -345,4 +347,3 @@ LOG_FORMAT = env.str("LOG_FORMAT", default="text")
 # 控制台（stderr）之外，设置 LOG_FILE 时每个进程（APP_PROCESS）另写一个按大小轮转的文件；见 approvalbot/logging.py
 LOGGING = logging_from_env(env, level=LOG_LEVEL, fmt=LOG_FORMAT, base_dir=BASE_DIR)
 
-APPROVAL_TIMEDELTA_MAX = timedelta(days=7)

@@ -12,8 +12,10 @@ admin.site.index_title = gettext_lazy("管理")
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("i18n/", include("django.conf.urls.i18n")),
-    # /api/…、/health、/metrics
+    # /api/…
     path("", include("jenkins_bridge.urls")),
+    # /health、/metrics
+    path("", include("approvalbot.operations.urls")),
     # /telegram/webhook/
     path("", include("telegram_bot.urls")),
     # /logs/<id>

@@ -133,8 +133,8 @@ class Approval(models.Model):
             ),
             # 终态必有决定时间，待审批必无：数据库层面防止“半个决定”
             models.CheckConstraint(
-                condition=(models.Q(status="pending", decided_at__isnull=True))
-                | (~models.Q(status="pending") & models.Q(decided_at__isnull=False)),
+                condition=(models.Q(status=Status.PENDING, decided_at__isnull=True))
+                | (~models.Q(status=Status.PENDING) & models.Q(decided_at__isnull=False)),
                 name="approval_decided_at_matches_status",
             ),
         ]
@@ -299,17 +299,3 @@ class BuildLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job_name}#{self.build_number}"
-
-
-class Heartbeat(models.Model):
-    """进程心跳：beat 触发、worker 执行的心跳任务写这里，/health 据此判断 beat 与 worker 都在工作。"""
-
-    name = models.CharField(_("名称"), max_length=50, unique=True)
-    at = models.DateTimeField(_("时间"))
-
-    class Meta:
-        verbose_name = _("心跳")
-        verbose_name_plural = _("心跳")
-
-    def __str__(self) -> str:
-        return f"{self.name} @ {self.at}"

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -24,6 +24,7 @@ from accounts.models import MAX_TIMEOUT_MINUTES, Approver, TimeoutPolicy
 from accounts.permissions import check_can_approve
 from accounts.rules import ResolvedRule, resolve_rule
 from accounts.selectors import approver_for_requester
+from approvalbot.metrics import DECISION_LATENCY, DECISIONS
 
 from . import effects
 from .errors import AlreadyVoted, InvalidRequest, PermissionDenied, SelfApprovalDenied, already_decided_error
@@ -124,7 +125,8 @@ def close_many(ids: Iterable[int], *, skip_locked: bool = False, **options: Any)
 
 def _lock_for_close(queryset: QuerySet[Approval], *, skip_locked: bool) -> list[Approval]:
     """锁住要关闭的行（调用方已按 status=pending 筛过），只取写历史要用的几列。"""
-    return list(lock_rows(queryset.only("pk", "public_id", "expires_at", "timeout_policy"), skip_locked=skip_locked))
+    return list(lock_rows(queryset.only("pk", "public_id", "created_at", "expires_at", "timeout_policy"),
+                          skip_locked=skip_locked))
 
 
 def close_rows(
@@ -176,7 +178,18 @@ def close_rows(
         for name, value in fields.items():
             setattr(instance, name, value)
     effects.approvals_closed(closed, jenkins_action=jenkins_action, timed_out=status == Status.TIMEOUT)
+    waited = [(now - row.created_at).total_seconds() for row in rows] if status in DECIDED else []
+    transaction.on_commit(lambda: _count_decisions(status, channel, len(closed), waited))
     return closed
+
+
+DECIDED = (Status.APPROVED, Status.REJECTED)
+
+
+def _count_decisions(status: str, channel: str, count: int, waited: list[float]) -> None:
+    DECISIONS.labels(status=status, channel=channel or Channel.SYSTEM).inc(count)
+    for seconds in waited:
+        DECISION_LATENCY.observe(seconds)
 
 
 def _close(approval: Approval, **options: Any) -> bool:
@@ -474,34 +487,3 @@ def approval_mirror_decision(*, approval: Approval | int, approved: bool, decide
         kind=EventKind.APPROVED if approved else EventKind.REJECTED, jenkins_action=False,
         details={"jenkins_user": decided_by},
     ))
-
-
-# ---------------------------------------------------------------- Jenkins 操作的结果
-
-
-def approval_record_jenkins_action(
-    *, approval: Approval | int, ok: bool, action: str, error: str = "", permanent: bool = False,
-    details: dict[str, Any] | None = None,
-) -> None:
-    """记录一次 Jenkins 操作的尝试与结果（成功、暂时失败将重试、永久失败）。"""
-    pk = approval.pk if isinstance(approval, Approval) else approval
-    if ok:
-        state = JenkinsActionState.DONE
-    elif permanent:
-        state = JenkinsActionState.FAILED
-    else:
-        state = JenkinsActionState.PENDING
-    with transaction.atomic():
-        Approval.objects.filter(pk=pk).update(
-            jenkins_action_state=state,
-            jenkins_action_attempts=F("jenkins_action_attempts") + 1,
-            jenkins_action_error="" if ok else error[:2000],
-            jenkins_action_at=timezone.now(),
-        )
-        event_record(approval=pk, kind=EventKind.JENKINS_ACTION if ok else EventKind.JENKINS_ERROR,
-                     details={"action": action, "ok": ok, "error": error[:2000], "permanent": permanent,
-                              **(details or {})})
-        if state == JenkinsActionState.FAILED:
-            # 消息上原本写着“构建继续/已终止”：Jenkins 操作彻底失败时要让审批人看到，好去手动处理
-            effects.approval_changed(pk)
-

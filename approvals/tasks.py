@@ -5,21 +5,11 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
-from django.utils import timezone
 
-from .models import Heartbeat
 from .retention import approvals_purge_old
 from .sweeps import reminders_sweep, timeouts_sweep
 
 logger = logging.getLogger(__name__)
-
-
-@shared_task(name="approvals.tasks.beat_heartbeat_task", ignore_result=True)
-def beat_heartbeat_task() -> str:
-    """beat 每个周期触发、worker 执行；/health 用最后时间判断两者都还活着。"""
-    now = timezone.now()
-    Heartbeat.objects.update_or_create(name="beat", defaults={"at": now})
-    return now.isoformat()
 
 
 @shared_task(name="approvals.tasks.reminder_sweep_task", ignore_result=True)

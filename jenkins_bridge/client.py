@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urljoin, urlsplit
 
 import jenkins
@@ -20,6 +22,8 @@ from django.utils.translation import gettext as _
 from .models import JenkinsServer, secret_env_name_problem
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 APPROVER_ACTION_CLASS = "org.jenkinsci.plugins.workflow.support.steps.input.ApproverAction"
 REJECTION_CLASS = "org.jenkinsci.plugins.workflow.support.steps.input.Rejection"
@@ -60,6 +64,16 @@ class BuildState:
     rejected: bool
     raw: dict[str, Any]
     rejections: int = 0  # Rejection 原因的个数（多个 input 的流水线里可能不止一个）
+
+
+def unless_not_found(call: Callable[..., T], *args: Any) -> T | None:
+    """调用 Jenkins；404（构建、input 或 wfapi 不存在）时返回 None，其他错误照常抛出。"""
+    try:
+        return call(*args)
+    except JenkinsError as exc:
+        if exc.kind != "not_found":
+            raise
+        return None
 
 
 def normalize_input_id(raw: str) -> str:
@@ -269,8 +283,9 @@ class JenkinsClient:
     def input_abort(self, job_name: str, number: int, input_id: str) -> None:
         self._request("POST", self._input_path(job_name, number, input_id, "abort"), what="input abort")
 
-    def stop_build(self, job_name: str, number: int) -> None:
+    def stop_build(self, job_name: str, number: int) -> bool:
         self._request("POST", f"{job_path(job_name)}{int(number)}/stop", what="stop")
+        return True
 
     def post_webhook(self, url: str, payload: dict[str, Any]) -> int:
         """Webhook Step 回调：该端点不要求 Jenkins 登录与 crumb；Authorization 头只用于它自己的 authToken。"""
@@ -312,3 +327,14 @@ def redirect_error(url: str, response: requests.Response) -> JenkinsError:
         message = _("webhook: 回调地址返回重定向 HTTP %(status)s（没有给出去向），决定没有送达流水线；"
                     "请检查回调地址，或它是否被登录页、反向代理拦截") % {"status": status}
     return JenkinsError(message, permanent=True, kind="redirect", status=status)
+
+
+def server_status(server: JenkinsServer, *, timeout: float | None = None) -> dict[str, Any]:
+    """一台 Jenkins 是否可达：{"reachable", "version", "latency_ms", "error", "kind"}。/jenkins 命令与健康检查共用。"""
+    started = time.monotonic()
+    try:
+        version = JenkinsClient(server, timeout=timeout).version()
+    except JenkinsError as exc:
+        return {"reachable": False, "version": None, "latency_ms": None, "error": exc.message, "kind": exc.kind}
+    return {"reachable": True, "version": version, "latency_ms": (time.monotonic() - started) * 1000, "error": "",
+            "kind": ""}

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
-from pathlib import Path
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
+
+from approvalbot.secrets import SecretFileError, read_secret
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def validate_secret_env_name(value: str) -> None:
 
 
 def read_secret_env(name: str) -> str:
-    """按变量名读取密钥：进程环境变量 NAME，或 NAME_FILE 指向的文件（与 settings.secret 相同的约定）。
+    """按变量名读取密钥：进程环境变量 NAME，或 NAME_FILE 指向的文件（approvalbot.secrets，与 settings 同一个读法）。
 
     不读 Django settings：否则后台里填 SECRET_KEY 之类就能读出任意设置。不合规的变量名在这里再拒绝一次
     （绕过后台直接写库的情况），返回空串并记日志。密钥从不入库（C9）。
@@ -66,14 +66,11 @@ def read_secret_env(name: str) -> str:
     if problem:
         logger.warning("拒绝读取密钥变量 %s：%s", name, problem)
         return ""
-    file_path = os.environ.get(f"{name}_FILE")
-    if file_path:
-        try:
-            return Path(file_path).read_text(encoding="utf-8").strip()
-        except OSError:
-            logger.warning("读取密钥文件 %s_FILE 失败", name)
-            return ""
-    value = os.environ.get(name, "")
+    try:
+        value = read_secret(name)
+    except SecretFileError as exc:
+        logger.warning("%s", exc)
+        return ""
     if not value and name == ENV_SERVER_TOKEN_VARIABLE:
         # 默认 Jenkins 的 token 由 settings 读取过（测试或嵌入式部署可能只在 settings 里设置）
         from django.conf import settings
@@ -96,7 +93,8 @@ class JenkinsServerManager(models.Manager["JenkinsServer"]):
             server, _created = self.get_or_create(
                 name=ENV_SERVER_NAME,
                 defaults={"url": settings.JENKINS_URL, "username": settings.JENKINS_USER,
-                          "api_token_env": ENV_SERVER_TOKEN_VARIABLE, "is_default": True},
+                          "api_token_env": ENV_SERVER_TOKEN_VARIABLE, "is_default": True,
+                          "timeout_seconds": settings.JENKINS_TIMEOUT_SECONDS},
             )
         return server
 
@@ -154,6 +152,7 @@ class JenkinsServer(models.Model):
             return  # .only()/.defer() 的查询：读这两个字段会再查库（在 from_db 里还会无限递归）
         if self.is_env_backed and settings.JENKINS_URL:
             self.url, self.username = settings.JENKINS_URL, settings.JENKINS_USER
+            self.timeout_seconds = settings.JENKINS_TIMEOUT_SECONDS
 
     @classmethod
     def env_server_sync(cls) -> int:

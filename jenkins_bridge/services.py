@@ -14,10 +14,10 @@ from typing import Any
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from approvals.models import Approval, ResumeMode, Status
+from approvals.models import Approval, Channel, ResumeMode, Status
 from approvals.services import approval_cancel, approval_mirror_decision
 
-from .client import BuildState, JenkinsClient, JenkinsError, PendingInput, normalize_input_id
+from .client import BuildState, JenkinsClient, JenkinsError, PendingInput, normalize_input_id, unless_not_found
 from .models import ApiScope, ApiToken, BuildWatch, hash_token, secret_env_name_problem
 
 logger = logging.getLogger(__name__)
@@ -39,14 +39,12 @@ def build_watch_get(approval: Approval) -> BuildWatch:
 
 
 def webhook_payload(approval: Approval) -> dict[str, Any]:
-    """回调给 Webhook Step 的 JSON（契约字段）。"""
-    return {
-        "approval_id": approval.public_id,
-        "status": approval.status,
-        "approved": approval.status == Status.APPROVED,
-        "decided_by": approval.decided_by_name,
-        "reason": approval.reason,
-    }
+    """回调给 Webhook Step 的 JSON：与等待接口的回答同一份内容（api.serializers.approval_reply），
+    外加 Webhook 一直以来的两个字段名 approval_id（= id）与 approved（= proceed）。"""
+    from .api.serializers import approval_reply
+
+    reply = approval_reply(Approval.objects.prefetch_related("votes").get(pk=approval.pk))
+    return {**reply, "approval_id": reply["id"], "approved": reply["proceed"]}
 
 
 def _find_pending(inputs: list[PendingInput], wanted: str) -> PendingInput | None:
@@ -93,15 +91,11 @@ def _resume_input(client: JenkinsClient, approval: Approval, watch: BuildWatch) 
     approved = approval.status == Status.APPROVED
     wanted = approval.input_id
     pending: PendingInput | None = None
-    try:
-        inputs = client.pending_inputs(approval.job_name, approval.build_number)
-    except JenkinsError as exc:
-        if exc.kind != "not_found":
-            raise
-        # 没装 Pipeline Stage View（wfapi）或构建不存在：看构建本身；构建在就按给定 id 直接操作
+    inputs = unless_not_found(client.pending_inputs, approval.job_name, approval.build_number)
+    if inputs is None:
+        # 没装 Pipeline Stage View（wfapi）或构建不存在：看构建本身（404 即永久失败）；构建在就按给定 id 直接操作
         client.build_state(approval.job_name, approval.build_number)
-        inputs = None
-    if inputs is not None:
+    else:
         pending = _find_pending(inputs, wanted)
         if pending is None:
             return _input_gone(client, approval, watch, None)
@@ -152,12 +146,9 @@ def approval_resume_jenkins(approval: Approval) -> ResumeResult:
     else:
         result = ResumeResult("poll", {"note": _("流水线轮询等待接口取得结果")})
     if not approved and approval.stop_build:
-        try:
-            client.stop_build(approval.job_name, approval.build_number)
+        if unless_not_found(client.stop_build, approval.job_name, approval.build_number):
             result.action += "+stop"
-        except JenkinsError as exc:
-            if exc.kind != "not_found":
-                raise
+        else:
             result.details["stop"] = _("构建已不存在")
     return result
 
@@ -176,7 +167,7 @@ def _mirror_not_found(approval: Approval, watch: BuildWatch, now: datetime, exc:
     count = watch.not_found_count + 1
     since = watch.not_found_since or now
     if watch.build_seen_at is not None or (count >= MIRROR_NOT_FOUND_LIMIT and now - since >= MIRROR_NOT_FOUND_MIN_AGE):
-        approval_cancel(approval=approval, reason=_("构建已在 Jenkins 中被删除"), channel="jenkins")
+        approval_cancel(approval=approval, reason=_("构建已在 Jenkins 中被删除"), channel=Channel.JENKINS)
         BuildWatch.objects.filter(pk=watch.pk).update(checked_at=now, last_error="", not_found_count=count,
                                                       not_found_since=since)
         return "build_gone"
@@ -229,11 +220,7 @@ def approval_mirror_check(approval: Approval) -> str:
     if approval.resume_mode == ResumeMode.INPUT:
         inputs: list[PendingInput] | None = None
         if state.building:
-            try:
-                inputs = client.pending_inputs(approval.job_name, approval.build_number)
-            except JenkinsError as exc:
-                if exc.kind != "not_found":
-                    raise
+            inputs = unless_not_found(client.pending_inputs, approval.job_name, approval.build_number)
         if inputs is not None and _find_pending(inputs, approval.input_id):
             if watch.input_seen_at is None:
                 # 记下此刻已有的批准/中止记录数：之后只认新增的
@@ -244,7 +231,7 @@ def approval_mirror_check(approval: Approval) -> str:
             outcome = _mirror_input_gone(approval, watch, state)
     if outcome in ("waiting", "input_gone") and not state.building:
         approval_cancel(approval=approval, reason=_("构建已结束（%(result)s）") % {"result": state.result or "-"},
-                        channel="jenkins")
+                        channel=Channel.JENKINS)
         outcome = "build_finished"
     BuildWatch.objects.filter(pk=watch.pk).update(**updates)
     return outcome
@@ -256,19 +243,11 @@ def approval_input_ready_check(approval: Approval) -> bool:
     input 已在等待、读不到等待列表（没装 wfapi，只能直接试）或构建已结束（执行时会记录为永久失败）→ True。
     """
     client = JenkinsClient(approval.jenkins_server)
-    try:
-        inputs = client.pending_inputs(approval.job_name, approval.build_number)
-    except JenkinsError as exc:
-        if exc.kind != "not_found":
-            raise
+    inputs = unless_not_found(client.pending_inputs, approval.job_name, approval.build_number)
+    if inputs is None or _find_pending(inputs, approval.input_id):
         return True
-    if _find_pending(inputs, approval.input_id):
-        return True
-    try:
-        state = client.build_state(approval.job_name, approval.build_number)
-    except JenkinsError as exc:
-        if exc.kind != "not_found":
-            raise
+    state = unless_not_found(client.build_state, approval.job_name, approval.build_number)
+    if state is None:
         return True
     BuildWatch.objects.filter(approval=approval).update(checked_at=timezone.now(), last_error="")
     return not state.building

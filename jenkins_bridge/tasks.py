@@ -13,9 +13,9 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from approvalbot.celery import retry_countdown
+from approvals.actions import approval_record_jenkins_action
 from approvals.effects import JENKINS_RESUME_TASK
 from approvals.models import Approval, JenkinsActionState, ResumeMode, Status
-from approvals.services import approval_record_jenkins_action
 
 from .client import JenkinsError
 from .models import BuildWatch, JenkinsServer

@@ -1,10 +1,9 @@
-"""/api/…（DRF）、/health、/metrics。"""
+"""/api/…（DRF）。"""
 
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from .api import views
-from .api.health import health_view, metrics_view
 
 urlpatterns = [
     path("api/stage/approval/wait", views.approval_wait_view, name="api-wait"),
@@ -17,6 +16,4 @@ urlpatterns = [
     path("api/build/result", views.BuildResultApi.as_view(), name="api-build-result"),
     path("api/schema", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
-    path("health", health_view, name="health"),
-    path("metrics", metrics_view, name="metrics"),
 ]

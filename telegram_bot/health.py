@@ -8,8 +8,11 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from accounts.app_config import allowed_chat_ids, app_defaults
+from accounts.models import ProjectRule
+
 from .models import GLOBAL_PACING_CHAT_ID, MessageState, TelegramChat, TelegramMessage
-from .sender import TelegramSender, TelegramSendError
+from .sender import TelegramSender, TelegramSendError, chat_allowed
 
 
 def telegram_health(*, check_api: bool = False, timeout: float = 5.0) -> dict[str, Any]:
@@ -17,7 +20,8 @@ def telegram_health(*, check_api: bool = False, timeout: float = 5.0) -> dict[st
 
     - disabled：没有配置 token（机器人未启用，不算故障）；
     - error：getMe 失败（check_api=True 时才检查）；
-    - degraded：24 小时内有永久失败的消息，或有聊天处于永久错误（被拉黑/踢出/不存在）。
+    - degraded：24 小时内有永久失败的消息，或有聊天处于永久错误（被拉黑/踢出/不存在），
+      或规则/默认群指向 telegram.allowed_chat_ids 之外的群（机器人不会往那里发）。
     """
     now = timezone.now()
     data: dict[str, Any] = {"configured": bool(settings.TELEGRAM_BOT_TOKEN), "mode": settings.TELEGRAM_MODE}
@@ -37,6 +41,16 @@ def telegram_health(*, check_api: bool = False, timeout: float = 5.0) -> dict[st
          "at": c.last_error_at.isoformat() if c.last_error_at else None}
         for c in TelegramChat.objects.filter(error_permanent=True).exclude(chat_id=GLOBAL_PACING_CHAT_ID)[:20]
     ]
+    allowed = allowed_chat_ids()
+    data["allowed_chat_ids"] = sorted(allowed) if allowed is not None else None
+    if allowed is not None:
+        # 规则或默认群指向不允许的群：机器人不会往那里发，审批人收不到消息
+        wanted = {int(c) for c in ProjectRule.objects.filter(is_active=True, chat_id__isnull=False)
+                  .values_list("chat_id", flat=True)}
+        default = app_defaults().get("chat_id")
+        if default:
+            wanted.add(int(default))
+        data["chats_not_allowed"] = sorted(c for c in wanted if not chat_allowed(c))
     if not data["configured"]:
         data["status"] = "disabled"
         return data
@@ -50,5 +64,6 @@ def telegram_health(*, check_api: bool = False, timeout: float = 5.0) -> dict[st
             data["api_error"] = str(exc)
             data["status"] = "error"
             return data
-    data["status"] = "degraded" if (data["failed_messages_24h"] or data["failed_chats"]) else "ok"
+    data["status"] = "degraded" if (data["failed_messages_24h"] or data["failed_chats"]
+                                    or data.get("chats_not_allowed")) else "ok"
     return data

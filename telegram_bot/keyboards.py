@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from django.utils.translation import gettext as _
 from telegram import ForceReply, InlineKeyboardButton, InlineKeyboardMarkup
 
+from approvals.models import Vote
+
 MAX_CALLBACK_BYTES = 64
 APPROVE, REJECT = "a", "r"
 _APPROVAL_RE = re.compile(r"^ap:([0-9A-Z]{4,16}):([ar])$")
@@ -26,7 +28,7 @@ class ApprovalCallback:
 
     @property
     def decision(self) -> str:
-        return "approve" if self.action == APPROVE else "reject"
+        return Vote.Decision.APPROVE if self.action == APPROVE else Vote.Decision.REJECT
 
 
 @dataclass(frozen=True)

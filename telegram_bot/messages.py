@@ -14,8 +14,9 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts.environments import PRODUCTION, normalize_environment
+from accounts.models import TimeoutPolicy
 from approvals.display import format_time
-from approvals.models import Approval, ApprovalEvent, Channel, EventKind, JenkinsActionState, Status
+from approvals.models import Approval, ApprovalEvent, Channel, EventKind, JenkinsActionState, Status, Vote
 
 from .rendering import (
     ELLIPSIS,
@@ -71,7 +72,7 @@ def _requester_label(approval: Approval) -> str:
 
 def summary_context(approval: Approval, *, now: datetime | None = None) -> dict[str, Any]:
     """templates/telegram/_summary.html 需要的值（approval 之外的部分）。"""
-    approvers = [v.approver.label for v in approval.votes.all() if v.decision == "approve"]
+    approvers = [v.approver.label for v in approval.votes.all() if v.decision == Vote.Decision.APPROVE]
     return {
         "approval": approval,
         "requester": _requester_label(approval),
@@ -88,7 +89,7 @@ def next_step_text(approval: Approval) -> str:
     if approval.status == Status.REJECTED:
         return _("构建已终止")
     if approval.status == Status.TIMEOUT:
-        return _("构建已终止") if approval.timeout_policy == "reject" else _("仅标记为超时，构建未被操作")
+        return _("构建已终止") if approval.timeout_policy == TimeoutPolicy.REJECT else _("仅标记为超时，构建未被操作")
     if approval.status == Status.CANCELLED:
         if approval.superseded_by_id:
             return _("已被更新的构建取代，无需审批")

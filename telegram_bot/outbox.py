@@ -22,6 +22,7 @@ from django.db.models import Case, F, PositiveIntegerField, Q, QuerySet, When
 from django.utils import timezone
 
 from approvalbot.celery import retry_countdown
+from approvalbot.metrics import EXTERNAL_CALL_ERRORS
 
 from .models import MessageState, TelegramMessage
 from .sender import SentMessage, TelegramSender, TelegramSendError
@@ -157,6 +158,8 @@ def outbox_failed(rows: Iterable[TelegramMessage], exc: TelegramSendError) -> fl
                            attempts=Case(When(state=MessageState.PENDING, attempts__gt=0, then=F("attempts") - 1),
                                          default=F("attempts"), output_field=PositiveIntegerField()))
         return countdown
+    if exc.code != "render_error":  # 渲染出错是我们自己的问题，不算 Telegram 调用失败
+        EXTERNAL_CALL_ERRORS.labels(system="telegram", kind=exc.code).inc()
     common = {"error_code": exc.code, "last_error": exc.message[:2000], "last_error_at": now,
               "permanent": exc.permanent, "lease_token": "", "lease_until": None, "updated_at": now}
     exhausted = [r for r in rows if r.state == MessageState.PENDING and r.attempts >= MAX_ATTEMPTS]

@@ -16,11 +16,10 @@ from typing import Any
 from asgiref.sync import sync_to_async
 
 from .errors import json_bytes
-from .longpoll import watcher
+from .longpoll import MARKER_HEADER, SCOPE_FLAG, watcher
 
 WAIT_PATH = "/api/stage/approval/wait"
-SCOPE_FLAG = "approvalbot.longpoll"  # 与 views.SCOPE_FLAG 一致
-MARKER = b"x-approvalbot-longpoll"
+MARKER = MARKER_HEADER.lower().encode("ascii")
 DJANGO_CONCURRENCY = 16
 
 

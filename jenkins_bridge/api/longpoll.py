@@ -16,11 +16,16 @@ from typing import Any
 
 from django.db import connection
 
+from approvalbot.metrics import LONGPOLL_WAITERS
 from approvals.models import Approval, Status
 
 logger = logging.getLogger(__name__)
 
 POLL_INTERVAL = 0.4
+# 视图与 ASGI 外层之间的约定（api/asgi.py、api/views.py 都从这里取）：外层在 scope 里做标记，
+# 视图需要等待时立即回答并带上内部头 "<pk> <秒数>"，由外层挂起等待、去掉这个头后再回给客户端
+SCOPE_FLAG = "approvalbot.longpoll"
+MARKER_HEADER = "X-Approvalbot-Longpoll"
 
 
 def _decided_replies(ids: list[int]) -> dict[int, dict[str, Any]]:
@@ -62,11 +67,13 @@ class DecisionWatcher:
             self._waiters.setdefault(approval_id, set()).add(entry)
             self._has_waiters.set()
             self._ensure_thread()
+        LONGPOLL_WAITERS.inc()
         try:
             return await asyncio.wait_for(future, timeout)
         except TimeoutError:
             return None
         finally:
+            LONGPOLL_WAITERS.dec()
             with self._lock:
                 entries = self._waiters.get(approval_id)
                 if entries is not None:

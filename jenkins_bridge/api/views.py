@@ -29,7 +29,7 @@ from ..models import ApiScope
 from .authentication import BearerTokenAuthentication
 from .errors import InvalidInput, PayloadTooLarge, json_bytes
 from .fields import query_parameters
-from .longpoll import watcher
+from .longpoll import MARKER_HEADER, SCOPE_FLAG, watcher
 from .pagination import ApiPagination
 from .permissions import HasScope
 from .serializers import (
@@ -204,8 +204,6 @@ class ApprovalWaitApi(ApiView):
 
 _wait_sync_view = ApprovalWaitApi.as_view()
 
-SCOPE_FLAG = "approvalbot.longpoll"  # 与 api/asgi.py 一致
-MARKER_HEADER = "X-Approvalbot-Longpoll"
 
 
 def _reply_for(pk: int) -> dict[str, Any] | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -20,6 +19,7 @@ from accounts.permissions import check_bot_access
 from approvals.eligibility import approvals_pending_for_approver
 from approvals.errors import ApprovalError
 from approvals.selectors import approval_detail, approval_stats
+from jenkins_bridge.client import server_status
 from jenkins_bridge.models import JenkinsServer
 
 from ..identity import telegram_identify
@@ -189,38 +189,6 @@ async def on_unknown_button(update: Update, context: ContextTypes.DEFAULT_TYPE) 
 # ---------------------------------------------------------------- /jenkins
 
 
-def _status_function() -> Any:
-    """jenkins_bridge.client 提供的状态检查；还没有时退回到计时调用 JenkinsClient.version()。"""
-    try:
-        from jenkins_bridge import client
-    except ImportError:
-        return None
-    status = getattr(client, "server_status", None)
-    if status is not None:
-        return status
-    jenkins_client = getattr(client, "JenkinsClient", None)
-    if jenkins_client is None:
-        return None
-
-    def version_probe(server: JenkinsServer) -> dict[str, Any]:
-        started = time.monotonic()
-        try:
-            version = jenkins_client(server).version()
-        except Exception as exc:  # noqa: BLE001 - 任何失败都是“不可达”，原因展示给用户
-            return {"reachable": False, "error": str(exc)[:300]}
-        return {"reachable": True, "version": version, "latency_ms": (time.monotonic() - started) * 1000}
-
-    return version_probe
-
-
-def _as_row(server: JenkinsServer, result: Any) -> dict[str, Any]:
-    get = result.get if isinstance(result, dict) else (lambda key, default=None: getattr(result, key, default))
-    return {
-        "name": server.name, "url": server.url, "reachable": bool(get("reachable", False)),
-        "version": get("version"), "latency_ms": get("latency_ms"), "error": get("error") or "",
-    }
-
-
 def jenkins_servers(*, user_id: int, username: str | None, chat_id: int) -> tuple[str, list[JenkinsServer]]:
     _approver, reason = _actor(user_id=user_id, username=username, chat_id=chat_id)
     if reason:
@@ -228,18 +196,18 @@ def jenkins_servers(*, user_id: int, username: str | None, chat_id: int) -> tupl
     return "", list(JenkinsServer.objects.filter(is_active=True).order_by("name"))
 
 
-async def _check_server(check: Any, server: JenkinsServer) -> dict[str, Any]:
+async def _check_server(server: JenkinsServer) -> dict[str, Any]:
     try:
         # 网络检查放在独立线程：慢的 Jenkins 不会卡住其他 update 的数据库调用。
         # 用 sync_to_async 而不是 asyncio.to_thread：只有它把当前激活的语言带进线程（错误说明要用操作人的语言）
-        result = await asyncio.wait_for(sync_to_async(check, thread_sensitive=False)(server),
+        result = await asyncio.wait_for(sync_to_async(server_status, thread_sensitive=False)(server),
                                         timeout=JENKINS_CHECK_TIMEOUT)
     except TimeoutError:
-        return {"name": server.name, "url": server.url, "reachable": False, "error": _("检查超时")}
+        result = {"reachable": False, "error": _("检查超时")}
     except Exception as exc:  # 展示为不可达，同时记录堆栈
         logger.warning("检查 Jenkins %s 失败", server.name, exc_info=True)
-        return {"name": server.name, "url": server.url, "reachable": False, "error": str(exc)[:300]}
-    return _as_row(server, result)
+        result = {"reachable": False, "error": str(exc)[:300]}
+    return {"name": server.name, "url": server.url, **result}
 
 
 async def cmd_jenkins(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -247,9 +215,5 @@ async def cmd_jenkins(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Non
     if reason:
         await safe_reply(update, esc("⚠️ " + reason))
         return
-    check = _status_function()
-    if check is None:
-        rows = [{"name": s.name, "url": s.url, "unavailable": True} for s in servers]
-    else:
-        rows = list(await asyncio.gather(*(_check_server(check, s) for s in servers)))
+    rows = list(await asyncio.gather(*(_check_server(s) for s in servers)))
     await safe_reply(update, render_jenkins(rows))

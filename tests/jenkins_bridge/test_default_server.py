@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from approvalbot.operations.health import cache_clear, check_jenkins
 from approvals.models import Approval, JenkinsActionState, Status
 from approvals.services import approval_decide
-from jenkins_bridge.api.health import cache_clear, check_jenkins
 from jenkins_bridge.models import JenkinsServer
 from jenkins_bridge.tasks import jenkins_build_mirror_task
 from tests.fake_jenkins import FakeInput
@@ -82,3 +82,17 @@ def test_partial_loads_of_servers_work(env_jenkins, fake_jenkins):
     env_jenkins.JENKINS_URL = fake_jenkins.url
     assert [s.pk for s in JenkinsServer.objects.only("pk")]
     assert JenkinsServer.objects.only("name", "api_token_env", "url").get().url == fake_jenkins.url
+
+
+@pytest.mark.django_db
+def test_jenkins_timeout_setting_reaches_the_client_of_the_default_server(settings):
+    """JENKINS_TIMEOUT_SECONDS 是默认 Jenkins（环境变量定义的那台）每次请求的超时。"""
+    from jenkins_bridge.client import JenkinsClient
+    from jenkins_bridge.models import JenkinsServer
+
+    settings.JENKINS_URL, settings.JENKINS_USER = "https://ci.example.com/", "svc"
+    settings.JENKINS_TIMEOUT_SECONDS = 3.5
+    server = JenkinsServer.objects.default()
+    assert JenkinsClient(JenkinsServer.objects.get(pk=server.pk)).timeout == 3.5
+    settings.JENKINS_TIMEOUT_SECONDS = 7.0  # 运维改了设置：不必改库里那一行
+    assert JenkinsClient(JenkinsServer.objects.get(pk=server.pk)).timeout == 7.0

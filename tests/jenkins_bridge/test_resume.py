@@ -12,6 +12,7 @@ from approvalbot.celery import retry_countdown
 from approvals.models import Approval, ApprovalEvent, EventKind, JenkinsActionState, Status
 from approvals.services import approval_decide
 from approvals.sweeps import approvals_expire_due
+from jenkins_bridge.api.serializers import approval_reply
 from jenkins_bridge.tasks import approval_resume_task, jenkins_action_recovery_task
 from tests.fake_jenkins import FakeInput
 
@@ -100,10 +101,12 @@ def test_webhook_mode_posts_decision_json(jenkins_server, fake_jenkins, shop_rul
     approval = make_approval(callback_url=hook)
     approval = decide(approval, reason="可以发 ✅")
     assert approval.jenkins_action_state == JenkinsActionState.DONE
-    assert fake_jenkins.webhook_posts["hook-1"] == [{
-        "approval_id": approval.public_id, "status": "approved", "approved": True, "decided_by": "Bob",
-        "reason": "可以发 ✅",
-    }]
+    [posted] = fake_jenkins.webhook_posts["hook-1"]
+    # 与等待接口的回答同一份内容，外加 Webhook 的 approval_id / approved
+    reply = approval_reply(Approval.objects.get(pk=approval.pk))
+    assert posted == {**reply, "approval_id": approval.public_id, "approved": True}
+    assert (posted["status"], posted["decided_by"], posted["reason"], posted["proceed"]) == (
+        "approved", "Bob", "可以发 ✅", True)
     assert jenkins_events(approval)[0].details == {
         "action": "webhook", "ok": True, "error": "", "permanent": False, "http_status": 200}
 

@@ -49,7 +49,7 @@ def test_health_endpoint_reports_a_blocked_chat_as_degraded(fake_tg, db):
     """被踢出/拉黑的群要在 /health 里看得见（整体 degraded，仍是 200：不让负载均衡摘掉服务）。"""
     from django.test import Client
 
-    from jenkins_bridge.api.health import cache_clear
+    from approvalbot.operations.health import cache_clear
     from telegram_bot.models import TelegramChat
 
     cache_clear()

@@ -262,7 +262,7 @@ def test_concurrent_announces_send_exactly_one_message(fake_tg, settings, shop_r
 
 def test_permanent_jenkins_failure_after_a_decision_shows_on_the_message(fake_tg, shop_rule, people, make_approval):
     """消息写着“构建继续”，而 Jenkins 操作彻底失败时，审批人要在同一条消息上看到，好去手动处理。"""
-    from approvals.services import approval_record_jenkins_action
+    from approvals.actions import approval_record_jenkins_action
 
     approval = make_approval()
     approval_decide(approval=approval, approver=people["approver"], decision="approve", channel=Channel.API)

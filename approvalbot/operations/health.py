@@ -1,4 +1,4 @@
-"""/health（A9/A10/O1）与 /metrics（A11/X10）。
+"""组件检查（A9/A10/O1）：/health 与告警共用。
 
 /health：数据库与 broker 是关键组件，任一失败回 503；Jenkins、Telegram、beat 的问题报告为 degraded（仍 200），
 因为此时 API 照常收单、操作排队补做——负载均衡不该因为 Jenkins 宕机就把本服务摘掉。
@@ -16,13 +16,12 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
-from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
 
-from ..client import JenkinsClient, JenkinsError
-from ..models import ENV_SERVER_NAME, ENV_SERVER_TOKEN_VARIABLE, JenkinsServer
+from jenkins_bridge.client import server_status
+from jenkins_bridge.models import ENV_SERVER_NAME, ENV_SERVER_TOKEN_VARIABLE, JenkinsServer
+
+from .models import Heartbeat
 
 logger = logging.getLogger(__name__)
 
@@ -78,11 +77,10 @@ def check_broker() -> dict[str, Any]:
 
 
 def _check_one_jenkins(server: JenkinsServer) -> dict[str, Any]:
-    try:
-        version = JenkinsClient(server, timeout=EXTERNAL_CHECK_TIMEOUT).version()
-        return {"status": "ok", "version": version}
-    except JenkinsError as exc:
-        return {"status": "error", "error": exc.kind, "message": exc.message}
+    status = server_status(server, timeout=EXTERNAL_CHECK_TIMEOUT)
+    if status["reachable"]:
+        return {"status": "ok", "version": status["version"]}
+    return {"status": "error", "error": status["kind"], "message": status["error"]}
 
 
 def check_jenkins() -> dict[str, Any]:
@@ -111,8 +109,6 @@ def check_telegram() -> dict[str, Any]:
 
 
 def check_beat() -> dict[str, Any]:
-    from approvals.models import Heartbeat
-
     beat = Heartbeat.objects.filter(name="beat").first()
     if beat is None:
         return {"status": "unknown", "last_run": None}
@@ -124,43 +120,19 @@ def check_beat() -> dict[str, Any]:
 
 
 CRITICAL = ("database", "broker")
-# /health 不需要登录（负载均衡探测用）：失败明细（审批编号、群 ID、错误原文）只给已登录的后台用户看
-DETAIL_KEYS = ("recent_failures", "failed_chats")
 
 
-def _public_summary(component: dict[str, Any]) -> dict[str, Any]:
-    summary = {k: v for k, v in component.items() if k not in DETAIL_KEYS}
-    if "failed_chats" in component:
-        summary["failed_chats_count"] = len(component["failed_chats"])
-    return summary
-
-
-@never_cache
-@require_GET
-def health_view(request: HttpRequest) -> JsonResponse:
+def health_report() -> dict[str, Any]:
+    """全部组件的状态：数据库与 broker 是关键组件（任一失败 status=error），其余的问题是 degraded。"""
     components: dict[str, dict[str, Any]] = {"database": check_database(), "broker": check_broker()}
     if components["database"]["status"] == "ok":
         components["beat"] = check_beat()
         components["jenkins"] = check_jenkins()
+        components["telegram"] = check_telegram()
     else:
-        components["beat"] = {"status": "unknown"}
-        components["jenkins"] = {"status": "unknown"}
-    components["telegram"] = check_telegram() if components["database"]["status"] == "ok" else {"status": "unknown"}
+        components.update({name: {"status": "unknown"} for name in ("beat", "jenkins", "telegram")})
     critical_ok = all(components[name]["status"] == "ok" for name in CRITICAL)
     degraded = any(c["status"] in ("error", "stale", "degraded") for name, c in components.items()
                    if name not in CRITICAL)
     overall = "error" if not critical_ok else ("degraded" if degraded else "ok")
-    if not (request.user.is_authenticated and request.user.is_staff):
-        components["telegram"] = _public_summary(components["telegram"])
-    return JsonResponse({"status": overall, "components": components, "time": timezone.now().isoformat()},
-                        status=200 if critical_ok else 503, json_dumps_params={"ensure_ascii": False})
-
-
-@never_cache
-@require_GET
-def metrics_view(request: HttpRequest) -> HttpResponse:
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-    from .metrics import registry
-
-    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+    return {"status": overall, "components": components, "time": timezone.now().isoformat()}
