@@ -181,3 +181,20 @@ class ReasonPrompt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.approval_id}@{self.chat_id}/{self.message_id}"
+
+
+class PendingPage(models.Model):
+    """机器人发出的一条 /pending 待办列表：翻页按钮只在这条消息上、只对它的主人有效（回调数据不可信）。"""
+
+    chat_id = models.BigIntegerField(_("聊天 ID"))
+    message_id = models.BigIntegerField(_("消息 ID"))
+    owner_telegram_id = models.BigIntegerField(_("发起人的 Telegram 数字 ID"))
+    created_at = models.DateTimeField(_("时间"), auto_now_add=True, db_index=True)
+
+    class Meta:
+        verbose_name = _("待办列表消息")
+        verbose_name_plural = _("待办列表消息")
+        constraints = [models.UniqueConstraint(fields=["chat_id", "message_id"], name="pendingpage_msg_uniq")]
+
+    def __str__(self) -> str:
+        return f"{self.chat_id}/{self.message_id}"

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from .models import ProcessedUpdate, ReasonPrompt
+from .models import PendingPage, ProcessedUpdate, ReasonPrompt
 
 
 def telegram_configured() -> bool:
@@ -29,10 +29,22 @@ def update_mark_processed(*, bot_id: int, update_id: int) -> bool:
 
 
 def processed_updates_cleanup(*, older_than_days: int = 7) -> int:
-    """update id 只需要记住几天（Telegram 最多保留 24 小时未确认的 update）。"""
+    """update id 只需要记住几天（Telegram 最多保留 24 小时未确认的 update）；旧的待办列表消息也不必再翻页。"""
     cutoff = timezone.now() - timedelta(days=older_than_days)
     deleted, _ = ProcessedUpdate.objects.filter(received_at__lt=cutoff).delete()
+    PendingPage.objects.filter(created_at__lt=cutoff).delete()
     return deleted
+
+
+def pending_page_record(*, chat_id: int, message_id: int, owner_telegram_id: int) -> None:
+    PendingPage.objects.get_or_create(chat_id=chat_id, message_id=message_id,
+                                      defaults={"owner_telegram_id": owner_telegram_id})
+
+
+def pending_page_owner(*, chat_id: int, message_id: int) -> int | None:
+    """这条消息是不是机器人发出的待办列表；是的话返回它主人的 Telegram 数字 ID。"""
+    return (PendingPage.objects.filter(chat_id=chat_id, message_id=message_id)
+            .values_list("owner_telegram_id", flat=True).first())
 
 
 def reason_prompt_record(

@@ -37,6 +37,7 @@ from ..messages import (
     render_whoami,
     with_note,
 )
+from ..services import pending_page_owner, pending_page_record
 from .common import db, safe_answer, safe_reply
 from .decisions import stale_button_text
 
@@ -160,20 +161,28 @@ def pending_page(*, user_id: int, username: str | None, chat_id: int, page: int)
 
 async def cmd_pending(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     text, markup = await db(pending_page)(**_user_args(update), page=1)
-    await safe_reply(update, text, reply_markup=markup)
+    sent = await safe_reply(update, text, reply_markup=markup)
+    if sent is not None and markup is not None:
+        # 记下这条列表消息：翻页按钮只在它上面有效（回调数据可以伪造，消息是谁发的、给谁的不能）
+        await db(pending_page_record)(chat_id=sent.chat_id, message_id=sent.message_id,
+                                      owner_telegram_id=update.effective_user.id)
 
 
 async def on_pending_page(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     query = update.callback_query
     parsed = parse_pending_callback(query.data)
-    if parsed is None:
+    owner = None
+    if parsed is not None and query.message is not None:
+        owner = await db(pending_page_owner)(chat_id=query.message.chat.id, message_id=query.message.message_id)
+    if parsed is None or owner is None:
+        # 不是机器人发出的待办列表（例如审批消息）：按失效按钮处理，绝不把那条消息改成列表
         await safe_answer(update, stale_button_text(), alert=True)
         return
-    if parsed.owner_id != query.from_user.id:
+    if owner != query.from_user.id or parsed.owner_id != owner:
         await safe_answer(update, _("这是别人的待办列表，请自己发送 /pending。"), alert=True)
         return
-    text, markup = await db(pending_page)(**_user_args(update), page=parsed.page)
     await safe_answer(update)
+    text, markup = await db(pending_page)(**_user_args(update), page=parsed.page)
     try:
         await query.edit_message_text(text, reply_markup=markup)
     except BadRequest as exc:

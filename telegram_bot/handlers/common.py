@@ -14,7 +14,7 @@ from typing import Any, ParamSpec, TypeVar
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections, connection
 from django.utils import translation
-from telegram import Update
+from telegram import Message, Update
 from telegram.constants import ChatType
 from telegram.error import TelegramError
 from telegram.ext import ApplicationHandlerStop, ContextTypes
@@ -156,15 +156,16 @@ def _not_served_text(chat_id: int | None, chat_type: str | None, user: Any) -> s
 # ---------------------------------------------------------------- 回复工具
 
 
-async def safe_reply(update: Update, html_text: str, **kwargs: Any) -> None:
-    """回复当前消息；发送失败只记录（回复失败不能影响已做的决定）。"""
+async def safe_reply(update: Update, html_text: str, **kwargs: Any) -> Message | None:
+    """回复当前消息，返回发出的消息；发送失败只记录（回复失败不能影响已做的决定）。"""
     message = update.effective_message
     if message is None:
-        return
+        return None
     try:
-        await message.reply_text(html_text, do_quote=message.chat.type != ChatType.PRIVATE, **kwargs)
+        return await message.reply_text(html_text, do_quote=message.chat.type != ChatType.PRIVATE, **kwargs)
     except TelegramError:
         logger.warning("回复 chat %s 失败", message.chat_id, exc_info=True)
+        return None
 
 
 async def safe_answer(update: Update, text: str | None = None, *, alert: bool = False, is_html: bool = False) -> None:
