@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint check deps setup config bench clean
+.PHONY: run test lint check deps setup config manage bench clean
 
 # mysqlclient 需要编译：缺头文件时（Debian/Ubuntu 且为 root）自动安装
 deps:
@@ -32,11 +32,16 @@ config:
 	@test -f config/users.json || cp config/users.example.json config/users.json
 	@test -f config/app.json || cp config/app.example.json config/app.json
 
+# 四个进程由 honcho 启动（bin/run-all：给 worker 30 秒做完手上的任务再停）；Ctrl-C 一次即全部干净地停止
 run: setup config
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py load_config
 	$(PY) manage.py bootstrap_admin
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) bin/run-all
+
+# 任意 manage.py 命令，用项目的 venv：make manage ARGS="load_config --check"
+manage: setup
+	$(PY) manage.py $(ARGS)
 
 test: setup
 	$(BIN)/pytest

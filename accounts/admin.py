@@ -100,8 +100,8 @@ class ApproverForm(forms.ModelForm):
 
     class Meta:
         model = Approver
-        fields = ("username", "display_name", "role", "user", "is_active", "telegram_username", "telegram_id", "email",
-                  "jenkins_user", "projects", "environments")
+        fields = ("username", "display_name", "role", "extra_roles", "user", "is_active", "telegram_username",
+                  "telegram_id", "email", "jenkins_user", "projects", "environments")
 
     def clean_environments(self) -> list[str]:
         return list(dict.fromkeys(normalize_environment(e) for e in self.cleaned_data["environments"]))
@@ -115,12 +115,13 @@ class ApproverAdmin(FileSourceWarningMixin, admin.ModelAdmin):
     search_fields = ("username", "display_name", "telegram_username", "email", "jenkins_user", "user__username")
     list_select_related = ("role", "user")
     autocomplete_fields = ("user", "role")
+    filter_horizontal = ("extra_roles",)
     fieldsets = (
-        (None, {"fields": ("username", "display_name", "role", "user", "is_active", "source")}),
+        (None, {"fields": ("username", "display_name", "role", "extra_roles", "user", "is_active", "source")}),
         (gettext_lazy("Telegram"), {
             "fields": ("telegram_username", "telegram_id", "telegram_bound_at"),
             "description": gettext_lazy(
-                "只填 Telegram 用户名时，此人第一次和机器人说话时会自动绑定数字 ID；之后改用户名也不影响（X13）。"
+                "只填 Telegram 用户名时，此人第一次和机器人说话时会自动绑定数字 ID；之后改用户名也不影响。"
             ),
         }),
         (gettext_lazy("识别与范围"), {"fields": ("email", "jenkins_user", "projects", "environments")}),
@@ -145,8 +146,10 @@ class ProjectRuleForm(forms.ModelForm):
     class Meta:
         model = ProjectRule
         fields = ("project", "environment", "aliases", "patterns", "is_default", "is_active", "approvers",
-                  "approver_roles", "owners", "required_approvals", "chat_id", "timeout_minutes", "timeout_policy",
-                  "stop_build", "reminder_interval_minutes", "reminder_backoff", "reminder_max_count")
+                  "approver_roles", "owners", "required_approvals", "required_roles", "chat_id", "timeout_minutes",
+                  "timeout_policy", "stop_build", "reminder_interval_minutes", "reminder_backoff", "reminder_max_count",
+                  "escalation_approvers", "escalation_roles", "escalate_after_reminders", "escalate_before_minutes",
+                  "freeze_pending")
 
     def clean_environment(self) -> str:
         return normalize_environment(self.cleaned_data.get("environment"))
@@ -182,7 +185,8 @@ class ProjectRuleAdmin(FileSourceWarningMixin, admin.ModelAdmin):
                     "chat_id", "timeout_minutes", "timeout_policy", "is_default", "is_active", "source")
     list_filter = ("environment", "is_default", "is_active", "source", "timeout_policy")
     search_fields = ("project",)
-    filter_horizontal = ("approvers", "approver_roles", "owners")
+    filter_horizontal = ("approvers", "approver_roles", "owners", "required_roles", "escalation_approvers",
+                         "escalation_roles")
     fieldsets = (
         (None, {
             "fields": ("project", "environment", "aliases", "patterns", "is_default", "is_active", "source"),
@@ -191,11 +195,20 @@ class ProjectRuleAdmin(FileSourceWarningMixin, admin.ModelAdmin):
                 "默认规则在没有任何项目匹配时使用。"
             ),
         }),
-        (gettext_lazy("审批人"), {"fields": ("approvers", "approver_roles", "owners", "required_approvals")}),
+        (gettext_lazy("审批人"), {"fields": ("approvers", "approver_roles", "owners", "required_approvals",
+                                            "required_roles")}),
         (gettext_lazy("通知、超时与提醒"), {"fields": (
             "chat_id", "timeout_minutes", "timeout_policy", "stop_build", "reminder_interval_minutes",
             "reminder_backoff", "reminder_max_count",
         )}),
+        (gettext_lazy("升级与封版"), {
+            "fields": ("escalation_approvers", "escalation_roles", "escalate_after_reminders",
+                       "escalate_before_minutes", "freeze_pending"),
+            "description": gettext_lazy(
+                "无人决定时（提醒达到次数，或距截止不到所填分钟数，任一先到）把升级审批人拉进来，只升级一次；"
+                "封版开始时仍在等的审批按“封版开始时的待审批”处理。"
+            ),
+        }),
     )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ProjectRule]:
@@ -266,3 +279,7 @@ class ConfigStateAdmin(admin.ModelAdmin):
                 self.message_user(request, warning, messages.WARNING)
             if result.changed and result.status in ("applied", "refused"):
                 config_change_notify(result)
+
+
+# 发布策略（封版窗口、委托、策略审计）的后台在单独的模块里；导入即注册
+from . import admin_policy  # noqa: E402,F401

@@ -53,9 +53,17 @@ def check_bot_access(approver: Approver | None) -> PermissionResult:
     return ALLOWED
 
 
-def _matches_any(project: str, patterns: list[str]) -> bool:
+def matches_any(project: str, patterns: list[str]) -> bool:
+    """项目名（带文件夹时也用最后一段）是否匹配其中一个名字或通配模式，不分大小写。"""
     names = {project.lower(), project.rsplit("/", 1)[-1].lower()}
-    return any(fnmatch.fnmatchcase(n, p.lower()) for p in patterns for n in names)
+    return any(fnmatch.fnmatchcase(n, str(p).lower()) for p in patterns for n in names)
+
+
+def role_ids(approver: Approver) -> set[int]:
+    """此人担任的全部启用角色：主角色加兼任角色（extra_roles 预取过就不再查库）。"""
+    ids = {approver.role_id}
+    ids.update(r.pk for r in approver.extra_roles.all() if r.is_active)
+    return ids
 
 
 def check_can_approve(
@@ -76,7 +84,7 @@ def check_can_approve(
     if not role.can_approve:
         return _deny("role_cannot_approve", _("你的角色「%(role)s」没有审批权限。") % {"role": role})
     environment = normalize_environment(environment)
-    if approver.projects and not _matches_any(project, approver.projects):
+    if approver.projects and not matches_any(project, approver.projects):
         return _deny(
             "project_not_allowed",
             _("你的审批范围（%(scope)s）不包含项目「%(project)s」。")
@@ -90,7 +98,9 @@ def check_can_approve(
         )
     rule = rule or resolve_rule(project, environment)
     if rule.restricts_approvers:
-        if any(a.pk == approver.pk for a in rule.approvers) or any(r.pk == role.pk for r in rule.approver_roles):
+        if any(a.pk == approver.pk for a in rule.approvers):
+            return ALLOWED
+        if rule.approver_roles and role_ids(approver) & {r.pk for r in rule.approver_roles}:
             return ALLOWED
         names = [a.label for a in rule.approvers] + [_("角色「%(role)s」") % {"role": r} for r in rule.approver_roles]
         if rule.matched and rule.approvers_from_project:

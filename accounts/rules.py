@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from .models import Approver, ProjectRule, Role, TimeoutPolicy
+from .models import Approver, FreezePending, ProjectRule, Role, TimeoutPolicy
 
 
 @dataclass
@@ -36,6 +36,12 @@ class ResolvedRule:
     reminder_backoff: float = 1.5
     reminder_max_count: int = 6
     approvers_from_project: bool = False  # False：审批人来自默认规则
+    required_roles: list[Role] = field(default_factory=list)  # X1：每个角色各要一票
+    escalation_approvers: list[Approver] = field(default_factory=list)  # X15
+    escalation_roles: list[Role] = field(default_factory=list)
+    escalate_after_reminders: int | None = None
+    escalate_before_minutes: int | None = None
+    freeze_pending: str = FreezePending.WAIT  # X4：封版开始时待审批的怎么办
 
     @property
     def rule(self) -> ProjectRule | None:
@@ -45,6 +51,12 @@ class ResolvedRule:
     @property
     def restricts_approvers(self) -> bool:
         return bool(self.approvers or self.approver_roles)
+
+    @property
+    def escalates(self) -> bool:
+        """有升级对象，也有升级时机。"""
+        return bool((self.escalation_approvers or self.escalation_roles)
+                    and (self.escalate_after_reminders or self.escalate_before_minutes))
 
     def reminder_policy(self) -> dict:
         return {
@@ -81,15 +93,21 @@ def match_project(name: str, rules: list[ProjectRule]) -> ProjectRule | None:
     return best[1] if best else None
 
 
-def _active_rules() -> list[ProjectRule]:
-    return list(ProjectRule.objects.filter(is_active=True).prefetch_related("approvers__role", "approver_roles", "owners"))
+# 解析规则要用到的关联：Eligibility 等批量调用方也用这一份，免得各自漏掉一个而逐行查库
+RULE_PREFETCH = ("approvers__role", "approvers__extra_roles", "approver_roles", "owners", "required_roles",
+                 "escalation_approvers__role", "escalation_roles")
+
+
+def active_rules() -> list[ProjectRule]:
+    return list(ProjectRule.objects.filter(is_active=True).prefetch_related(*RULE_PREFETCH))
 
 
 def resolve_rule(project: str, environment: str, *, rules: list[ProjectRule] | None = None) -> ResolvedRule:
     """按项目名（或任务名）和归一化环境解析出有效规则。"""
     from .app_config import app_defaults
+    from .freeze import freeze_pending_default
 
-    rules = _active_rules() if rules is None else rules
+    rules = active_rules() if rules is None else rules
     base = match_project(project, rules)
     default = next((r for r in rules if r.is_default and not r.environment), None)
 
@@ -116,6 +134,7 @@ def resolve_rule(project: str, environment: str, *, rules: list[ProjectRule] | N
         reminder_backoff=defaults["reminder_backoff"],
         reminder_max_count=defaults["reminder_max_count"],
         chat_id=defaults["chat_id"],
+        freeze_pending=freeze_pending_default(),
     )
     for layer in layers:
         if layer is None:
@@ -143,6 +162,24 @@ def resolve_rule(project: str, environment: str, *, rules: list[ProjectRule] | N
                 setattr(resolved, attr, value)
         if layer.timeout_policy:
             resolved.timeout_policy = layer.timeout_policy
+        _apply_policy_layer(resolved, layer)
     if resolved.chat_id is None:
         resolved.chat_id = settings.TELEGRAM_DEFAULT_CHAT_ID
     return resolved
+
+
+def _apply_policy_layer(resolved: ResolvedRule, layer: ProjectRule) -> None:
+    """发布策略的字段同样层层覆盖：必需角色、升级对象各自整体替换，时机与封版策略按非空字段覆盖。"""
+    roles = [r for r in layer.required_roles.all() if r.is_active]
+    if roles:
+        resolved.required_roles = roles
+    people = [a for a in layer.escalation_approvers.all() if a.is_active]
+    escalation_roles = [r for r in layer.escalation_roles.all() if r.is_active]
+    if people or escalation_roles:
+        resolved.escalation_approvers, resolved.escalation_roles = people, escalation_roles
+    for attr in ("escalate_after_reminders", "escalate_before_minutes"):
+        value = getattr(layer, attr)
+        if value is not None:
+            setattr(resolved, attr, value)
+    if layer.freeze_pending:
+        resolved.freeze_pending = layer.freeze_pending

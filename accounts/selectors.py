@@ -17,3 +17,12 @@ def approver_for_requester(requested_by: str) -> Approver | None:
         if found:
             return found
     return None
+
+
+def approver_by_handle(handle: str) -> Approver | None:
+    """命令里写的人（@Telegram 用户名或审批系统的用户名，不分大小写）→ 启用的审批人。"""
+    name = (handle or "").strip().lstrip("@").lower()
+    if not name:
+        return None
+    return (Approver.objects.select_related("role").filter(telegram_username=name, is_active=True).first()
+            or Approver.objects.select_related("role").filter(username__iexact=name, is_active=True).first())

@@ -12,11 +12,23 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR") and os.environ.get("APP_TESTIN
     _dir.mkdir(parents=True, exist_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_dir)
 
+    import socket
+
+    from prometheus_client import values
+
+    # 文件按“主机名-进程号”命名：几个容器共用一个目录时进程号会重复（都是 1、7…），只用进程号会互相覆盖
+    _host = socket.gethostname().replace("_", "-")
+
+    def _process_identifier() -> str:
+        return f"{_host}-{os.getpid()}"
+
+    values.ValueClass = values.MultiProcessValue(process_identifier=_process_identifier)
+
     def _mark_dead() -> None:
         # 进程退出时删掉它的“活着才算”的 Gauge 文件（长轮询等待数）；计数器文件保留，计数不丢
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(os.getpid())
+        multiprocess.mark_process_dead(_process_identifier())
 
     import atexit
 

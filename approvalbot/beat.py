@@ -29,7 +29,8 @@ def disable_removed(wanted: set[str]) -> list[str]:
 
 
 class Scheduler(DatabaseScheduler):
-    """DatabaseScheduler + 托管条目的安装与停用（settings.CELERY_BEAT_SCHEDULER 指向这里）。"""
+    """DatabaseScheduler + 托管条目的安装与停用。settings.CELERY_BEAT_SCHEDULER 指向它的子类
+    approvalbot.operations.beat.LeaderScheduler（多个 beat 时只有持有租约的那个调度）。"""
 
     def setup_schedule(self) -> None:
         entries = self.app.conf.beat_schedule or {}

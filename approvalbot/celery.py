@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import time
+from typing import Any
 
 from celery import Celery, Task
+from celery.signals import task_failure, task_postrun, task_prerun, task_retry
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "approvalbot.settings")
 
@@ -71,3 +74,45 @@ def enqueue_on_commit(task_name: str, *args: object) -> None:
             logging.getLogger(__name__).exception("投递任务 %s 失败（参数 %s）", task_name, args)
 
     transaction.on_commit(send)
+
+
+# ---------------------------------------------------------------- 任务指标（approvalbot/metrics.py）
+# 信号在执行任务的进程里触发（worker 子进程、eager 时的调用方、beat 里执行的告警检查）；多进程模式下各写各的文件
+_task_started: dict[str, float] = {}
+
+
+@task_prerun.connect
+def _task_prerun(task_id: str | None = None, task: Task | None = None, **kwargs: Any) -> None:
+    if task_id:
+        _task_started[task_id] = time.monotonic()
+    if task is not None and not getattr(task.request, "is_eager", False):
+        # CELERY_DB_REUSE_MAX 让连接跨任务保留：过期的（CONN_MAX_AGE）或坏掉的（数据库重启）在这里丢掉，
+        # 与 Django 在每个请求开始时做的一样；eager 时任务跑在调用方的事务里，不能动连接
+        from django.db import close_old_connections
+
+        close_old_connections()
+
+
+@task_postrun.connect
+def _task_postrun(task_id: str | None = None, task: Task | None = None, state: str | None = None,
+                  **kwargs: Any) -> None:
+    started = _task_started.pop(task_id, None) if task_id else None
+    if started is not None and task is not None:
+        from approvalbot.metrics import CELERY_TASK_DURATION
+
+        CELERY_TASK_DURATION.labels(task=task.name, state=(state or "UNKNOWN").lower()).observe(
+            time.monotonic() - started)
+
+
+@task_failure.connect
+def _task_failure(sender: Task | None = None, **kwargs: Any) -> None:
+    from approvalbot.metrics import CELERY_TASK_FAILURES
+
+    CELERY_TASK_FAILURES.labels(task=getattr(sender, "name", "unknown")).inc()
+
+
+@task_retry.connect
+def _task_retry(sender: Task | None = None, **kwargs: Any) -> None:
+    from approvalbot.metrics import CELERY_TASK_RETRIES
+
+    CELERY_TASK_RETRIES.labels(task=getattr(sender, "name", "unknown")).inc()

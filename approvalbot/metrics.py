@@ -19,3 +19,10 @@ EXTERNAL_CALL_ERRORS = Counter("approvalbot_external_call_errors", "调用 Jenki
                                ["system", "kind"])
 LONGPOLL_WAITERS = Gauge("approvalbot_longpoll_waiters", "正在长轮询等待的请求数（各 web 进程之和）",
                          multiprocess_mode="livesum")
+
+# Celery 任务（approvalbot/celery.py 的信号里计数；worker 的每个子进程、beat 进程各写自己的文件，/metrics 汇总）
+TASK_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800)
+CELERY_TASK_DURATION = Histogram("approvalbot_celery_task_duration_seconds", "Celery 任务执行耗时（按任务与结果）",
+                                 ["task", "state"], buckets=TASK_DURATION_BUCKETS)
+CELERY_TASK_FAILURES = Counter("approvalbot_celery_task_failures", "Celery 任务失败（抛出异常）的次数", ["task"])
+CELERY_TASK_RETRIES = Counter("approvalbot_celery_task_retries", "Celery 任务安排重试的次数", ["task"])

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -69,6 +70,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    "django_prometheus",  # /metrics 的请求、数据库指标（approvalbot.operations 合并成一个端点）
     "approvalbot",  # 只有管理命令（bootstrap_admin），没有模型
     "approvalbot.operations",  # 运维：健康检查、指标、告警、备份
     "accounts",
@@ -78,6 +80,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # 第一个与最后一个：请求计数与耗时（按视图、方法、状态码）把其余中间件都算在内
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # /api/ 下 Django 自己的 404/500 页也换成统一的 JSON 错误形状
     "jenkins_bridge.api.errors.api_error_middleware",
@@ -88,6 +92,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "approvalbot.urls"
@@ -120,8 +125,9 @@ DATABASES = {
 }
 _db = DATABASES["default"]
 _db.setdefault("OPTIONS", {})
+# 两种后端都带 django-prometheus 的查询计数与耗时（approvalbot/operations/db/）
 if _db["ENGINE"] == "django.db.backends.sqlite3":
-    _db["ENGINE"] = "approvalbot.sqlite"
+    _db["ENGINE"] = "approvalbot.operations.db.sqlite"
     _db["OPTIONS"].update(
         {
             "timeout": 20,
@@ -141,6 +147,7 @@ elif _db["ENGINE"] in ("django.db.backends.mysql",):
         }
     )
     _db.setdefault("TEST", {}).update({"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"})
+    _db["ENGINE"] = "django_prometheus.db.backends.mysql"
 _db.setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
 _db.setdefault("CONN_HEALTH_CHECKS", True)
 
@@ -245,7 +252,9 @@ CELERY_TASK_SOFT_TIME_LIMIT = 60
 CELERY_TASK_TIME_LIMIT = 90
 CELERY_TIMEZONE = TIME_ZONE
 # django-celery-beat 的 DatabaseScheduler，启动时装入下面的 CELERY_BEAT_SCHEDULE 并停用代码里已删的条目
-CELERY_BEAT_SCHEDULER = "approvalbot.beat:Scheduler"
+# 主备：多个 beat 同时运行时只有持有租约的一个调度，它停了另一个在租约到期后接手（approvalbot/operations/beat.py）
+CELERY_BEAT_SCHEDULER = "approvalbot.operations.beat:LeaderScheduler"
+BEAT_LEASE_SECONDS = env.int("BEAT_LEASE_SECONDS", default=30)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # 不让 Celery 接管根日志：worker/beat 也走下面的 LOGGING（脱敏过滤器、LOG_FORMAT=json）
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
@@ -256,6 +265,15 @@ SWEEP_INTERVAL_SECONDS = env.int("SWEEP_INTERVAL_SECONDS", default=30)
 # 周期任务表：beat 启动时由 approvalbot.beat.Scheduler 装进数据库（名字带前缀的是代码托管的条目）
 BEAT_MANAGED_PREFIX = "[auto] "
 _BEAT_ENTRIES = {
+    "operations.alerts": {
+        "task": "operations.tasks.alerts_evaluate_task",
+        "schedule": timedelta(seconds=env.int("ALERT_CHECK_INTERVAL_SECONDS", default=60)),
+        "description": "检查各组件；持续失败的发一次告警，恢复时发一次恢复通知（在 beat 进程里执行，不依赖 worker）",
+    },
+    "operations.backup": {
+        "task": "operations.tasks.backup_daily_task", "schedule": timedelta(minutes=5),
+        "description": "每日备份：到了 backup.time 之后做当天的一次（数据库里记着，多个 beat/worker 也只做一次）",
+    },
     "operations.heartbeat": {
         "task": "operations.tasks.beat_heartbeat_task", "schedule": timedelta(seconds=SWEEP_INTERVAL_SECONDS),
         "description": "记录 beat 与 worker 仍在运行（/health 检查新鲜度）",
@@ -267,6 +285,10 @@ _BEAT_ENTRIES = {
     "approvals.timeout_sweep": {
         "task": "approvals.tasks.timeout_sweep_task", "schedule": timedelta(seconds=SWEEP_INTERVAL_SECONDS),
         "description": "超时处理：按规则策略拒绝并终止构建，或仅标记",
+    },
+    "approvals.policy_sweep": {
+        "task": "approvals.tasks.policy_sweep_task", "schedule": timedelta(seconds=SWEEP_INTERVAL_SECONDS),
+        "description": "发布策略：封版开始时拒绝规则要求拒绝的待审批，无人决定时升级",
     },
     "approvals.retention_purge": {
         "task": "approvals.tasks.retention_purge_task", "schedule": crontab(minute="30", hour="3"),
@@ -305,6 +327,8 @@ TELEGRAM_PROXY_URL = env.str("TELEGRAM_PROXY_URL", default="")
 TELEGRAM_DEFAULT_CHAT_ID = env.int("TELEGRAM_DEFAULT_CHAT_ID", default=None)
 TELEGRAM_MODE = env.str("TELEGRAM_MODE", default="polling")
 TELEGRAM_WEBHOOK_SECRET = secret("TELEGRAM_WEBHOOK_SECRET")
+# 轮询只能一个实例：启动后这么多秒内遇到 409 Conflict 的（后来的那个）退出，更早的继续（runbot）
+TELEGRAM_POLL_CONFLICT_GRACE_SECONDS = env.float("TELEGRAM_POLL_CONFLICT_GRACE_SECONDS", default=60.0)
 # 发送节奏（Telegram 的限制：同一群约 20 条/分钟、同一聊天 1 条/秒、总计 30 条/秒）
 TELEGRAM_PACING_GROUP_SECONDS = env.float("TELEGRAM_PACING_GROUP_SECONDS", default=3.2)
 TELEGRAM_PACING_PRIVATE_SECONDS = env.float("TELEGRAM_PACING_PRIVATE_SECONDS", default=1.0)
@@ -340,6 +364,34 @@ APPROVAL_REMINDER_INTERVAL_MINUTES = env.int("APPROVAL_REMINDER_INTERVAL_MINUTES
 APPROVAL_REMINDER_BACKOFF = env.float("APPROVAL_REMINDER_BACKOFF", default=1.5)
 APPROVAL_REMINDER_MAX_COUNT = env.int("APPROVAL_REMINDER_MAX_COUNT", default=6)
 APPROVAL_TIMEOUT_POLICY = env.str("APPROVAL_TIMEOUT_POLICY", default="reject")
+
+# ---------------------------------------------------------------- 运维：备份、告警、指标
+# 备份目录（D7）：manage.py backup 与每日备份写这里；保留份数与时间也可在 config/app.json 的 backup 里设置
+BACKUP_DIR = Path(env.str("BACKUP_DIR", default=str(VAR_DIR / "backups")))
+BACKUP_KEEP = env.int("BACKUP_KEEP", default=14)
+BACKUP_TIME = env.str("BACKUP_TIME", default="03:00").strip()
+if not re.fullmatch(r"([01]?\d|2[0-3]):[0-5]\d", BACKUP_TIME):
+    raise RuntimeError(f"BACKUP_TIME 要写成 24 小时制的 HH:MM（如 03:30），当前是 {BACKUP_TIME!r}")
+# MySQL/MariaDB 的备份程序；找不到（或设为空）时在一个 REPEATABLE READ 事务里用 ORM 导出
+BACKUP_MYSQLDUMP = env.str("BACKUP_MYSQLDUMP", default="mysqldump")
+BACKUP_MYSQL_CLIENT = env.str("BACKUP_MYSQL_CLIENT", default="mysql")
+# 告警（O3/O4）：组件持续失败多少分钟后告警（app.json 的 alerts.after_minutes 覆盖）；发到管理员群，没有则默认群
+ALERT_AFTER_MINUTES = env.int("ALERT_AFTER_MINUTES", default=3)
+TELEGRAM_ADMIN_CHAT_ID = env.int("TELEGRAM_ADMIN_CHAT_ID", default=None)
+# Telegram 本身出问题时告警改发邮件（可选）：收件人逗号分隔；发信用下面 Django 的邮件设置
+ALERT_EMAILS = env.list("ALERT_EMAILS", default=[])
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = secret("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", default=False)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="approvalbot@localhost")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+# django-prometheus：迁移状态的 Gauge 在多进程模式下每个进程一份，意义不大，不导出
+PROMETHEUS_EXPORT_MIGRATIONS = False
 
 # ---------------------------------------------------------------- 日志
 LOG_LEVEL = env.str("LOG_LEVEL", default="DEBUG" if DEBUG else "INFO").upper()

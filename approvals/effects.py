@@ -15,6 +15,7 @@ JENKINS_RESUME_TASK = "jenkins_bridge.tasks.approval_resume_task"  # 决定后�
 BUILD_RESULT_NOTIFY_TASK = "telegram_bot.tasks.build_result_notify_task"  # 构建结果通知
 REMINDER_DIGEST_TASK = "telegram_bot.tasks.reminder_digest_task"  # (chat_id, [approval pk…])：一群一条提醒摘要
 TIMEOUT_NOTICE_TASK = "telegram_bot.tasks.timeout_notice_task"  # 超时通知（R11）
+POLICY_NOTICE_TASK = "telegram_bot.tasks.policy_notice_task"  # (approval pk, 通知种类)：封版拒绝、升级
 
 
 def approval_created(approval_id: int) -> None:
@@ -41,3 +42,9 @@ def build_result_received(build_result_id: int) -> None:
 
 def reminders_due(chat_id: int | None, approval_ids: list[int]) -> None:
     enqueue_on_commit(REMINDER_DIGEST_TASK, chat_id, approval_ids)
+
+
+def policy_notice(approval_id: int, notice: str) -> None:
+    """发布策略的通知：notice 是 "frozen"（封版中的申请被拒绝）、"frozen_pending"（封版开始时拒绝了待审批）
+    或 "escalated"（升级，群里点名并私信被拉进来的人）。"""
+    enqueue_on_commit(POLICY_NOTICE_TASK, approval_id, notice)

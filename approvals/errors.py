@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from .display import format_time
@@ -56,6 +57,25 @@ class InvalidRequest(ApprovalError):
     http_status = 400
 
 
+class FreezeRefused(ApprovalError):
+    """X4：封版期间的申请已记录并被拒绝。409：与此刻的状态（封版）冲突；details 带 id、状态、窗口与结束时间。"""
+
+    code = "frozen"
+    http_status = 409
+
+
+def freeze_refused_error(approval: Approval) -> FreezeRefused:
+    ends = format_time(approval.freeze_ends_at) if approval.freeze_ends_at else "-"
+    return FreezeRefused(
+        _("封版期间不能发布：「%(window)s」至 %(ends)s 结束，审批 %(id)s 已记录并拒绝。"
+          "确需发布请以紧急发布申请（emergency=true 并写明 emergency_reason）。") % {
+            "window": approval.freeze_name or "-", "ends": ends, "id": approval.public_id},
+        details={"id": approval.public_id, "status": approval.status, "window": approval.freeze_name,
+                 # 与等待接口的其他时间一样按 TIME_ZONE 的本地时间、带时区写出
+                 "ends_at": timezone.localtime(approval.freeze_ends_at).isoformat() if approval.freeze_ends_at else None},
+    )
+
+
 def already_decided_message(approval: Approval) -> str:
     """“已由 X 于 T 审批”——给第二个、迟到的决定者的回答。"""
     from .models import Status  # 模型导入放进函数：错误类型被中间件与异常处理器早早导入
@@ -63,6 +83,9 @@ def already_decided_message(approval: Approval) -> str:
     when = format_time(approval.decided_at) if approval.decided_at else "-"
     if approval.status == Status.TIMEOUT:
         return _("审批 %(id)s 已于 %(time)s 超时，不能再操作。") % {"id": approval.public_id, "time": when}
+    if approval.status == Status.REJECTED and approval.reason_code == "frozen":
+        return _("审批 %(id)s 已于 %(time)s 因封版被拒绝（%(reason)s），不能再操作。") % {
+            "id": approval.public_id, "time": when, "reason": approval.reason}
     if approval.status == Status.CANCELLED:
         return _("审批 %(id)s 已于 %(time)s 取消（%(reason)s），不能再操作。") % {
             "id": approval.public_id,

@@ -10,7 +10,7 @@ import csv
 import json
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db.models import Count, Q, QuerySet
 from django.http import StreamingHttpResponse
@@ -19,6 +19,9 @@ from django.utils.formats import date_format
 from django.utils.translation import gettext as _
 
 from .models import Approval, ApprovalEvent, Vote
+
+if TYPE_CHECKING:
+    from accounts.models import PolicyEvent
 
 BOM = "\ufeff"
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -95,3 +98,20 @@ def events_csv_response(queryset: QuerySet[ApprovalEvent]) -> StreamingHttpRespo
             ]
 
     return _response("approval-events", header, rows())
+
+
+def policy_events_csv_response(queryset: QuerySet[PolicyEvent]) -> StreamingHttpResponse:
+    """发布策略审计（封版、紧急发布、委托的授予/使用/撤销），按时间顺序。"""
+    header = [_("时间"), _("类型"), _("操作人"), _("渠道"), _("封版窗口"), _("委托"), _("审批编号"), _("详情")]
+    qs = queryset.select_related("freeze_window", "delegation__delegator", "delegation__delegate").order_by(
+        "created_at", "id")
+
+    def rows() -> Iterator[list[Any]]:
+        for e in qs.iterator(chunk_size=500):
+            yield [
+                _time(e.created_at), e.get_kind_display(), _text(e.actor_name), _text(e.channel),
+                _text(e.freeze_window.name if e.freeze_window else ""), _text(str(e.delegation or "")),
+                e.approval_public_id, _text(json.dumps(e.details, ensure_ascii=False, sort_keys=True)) if e.details else "",
+            ]
+
+    return _response("policy-events", header, rows())

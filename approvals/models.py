@@ -117,6 +117,29 @@ class Approval(models.Model):
     jenkins_action_attempts = models.PositiveSmallIntegerField(_("Jenkins 操作尝试次数"), default=0)
     jenkins_action_error = models.TextField(_("Jenkins 操作错误"), blank=True)
     jenkins_action_at = models.DateTimeField(_("Jenkins 操作时间"), null=True, blank=True)
+    # 发布策略（快照，创建时从规则与封版窗口算好）：终态的机器可读原因、封版与紧急发布、按角色法定票、升级
+    reason_code = models.CharField(_("原因代码"), max_length=20, blank=True, db_index=True,
+                                   help_text=_("如 frozen：封版期间被拒绝"))
+    emergency = models.BooleanField(_("紧急发布"), default=False)
+    emergency_reason = models.TextField(_("紧急发布理由"), blank=True)
+    admin_approval_required = models.BooleanField(
+        _("需要管理员同意"), default=False, help_text=_("封版期间的紧急发布：规则的票数之外还要一位管理员同意")
+    )
+    freeze_window = models.ForeignKey(
+        "accounts.FreezeWindow", verbose_name=_("封版窗口"), on_delete=models.SET_NULL, null=True, blank=True,
+        related_name="+",
+    )
+    freeze_name = models.CharField(_("封版（快照）"), max_length=100, blank=True)
+    freeze_ends_at = models.DateTimeField(_("封版结束"), null=True, blank=True)
+    freeze_pending = models.CharField(_("封版开始时的待审批"), max_length=10, default="wait")
+    # 快照成列表而不是多对多：保留期清理按批删除审批时不多出关联表的语句
+    required_roles = models.JSONField(_("必需角色"), default=list, blank=True, help_text=_("角色标识列表"))
+    escalate_after_reminders = models.PositiveSmallIntegerField(_("提醒几次后升级"), null=True, blank=True)
+    escalate_at = models.DateTimeField(_("升级时间"), null=True, blank=True)
+    escalated_at = models.DateTimeField(_("已升级于"), null=True, blank=True)
+    escalation_reason = models.CharField(_("升级原因"), max_length=20, blank=True)
+    escalated_to = models.JSONField(_("升级审批人"), default=list, blank=True,
+                                    help_text=_("被拉进来的审批人 id：只对这一条审批有决定权"))
 
     class Meta:
         verbose_name = _("审批")
@@ -145,6 +168,7 @@ class Approval(models.Model):
             models.Index(fields=["jenkins_server", "job_name", "environment", "status"], name="approval_supersede_idx"),
             models.Index(fields=["status", "created_at"], name="approval_status_created_idx"),
             models.Index(fields=["status", "decided_at"], name="approval_status_decided_idx"),  # 保留期清理
+            models.Index(fields=["status", "escalated_at", "escalate_at"], name="approval_escalation_sweep_idx"),
         ]
 
     def __str__(self) -> str:
@@ -171,6 +195,15 @@ class Vote(models.Model):
         "accounts.Approver", verbose_name=_("审批人"), on_delete=models.PROTECT, related_name="votes"
     )
     decision = models.CharField(_("决定"), max_length=10, choices=Decision.choices)
+    # X16：受托人代委托人投的票（显示为“B（代 A）”）；委托人与受托人合算一位审批人
+    on_behalf_of = models.ForeignKey(
+        "accounts.Approver", verbose_name=_("代谁投票"), on_delete=models.PROTECT, null=True, blank=True,
+        related_name="+",
+    )
+    delegation = models.ForeignKey(
+        "accounts.Delegation", verbose_name=_("所用委托"), on_delete=models.SET_NULL, null=True, blank=True,
+        related_name="votes",
+    )
     reason = models.TextField(_("理由/备注"), blank=True)
     channel = models.CharField(_("渠道"), max_length=10, choices=Channel.choices)
     created_at = models.DateTimeField(_("时间"), auto_now_add=True)
@@ -203,6 +236,9 @@ class EventKind(models.TextChoices):
     JENKINS_ERROR = "jenkins_error", _("Jenkins 操作失败")
     BUILD_RESULT = "build_result", _("构建结果")
     IDENTITY_BOUND = "identity_bound", _("身份绑定")
+    FROZEN = "frozen", _("封版拒绝")
+    EMERGENCY = "emergency", _("紧急发布")
+    ESCALATED = "escalated", _("升级")
 
 
 class ApprovalEvent(models.Model):

@@ -19,15 +19,21 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from accounts.audit import policy_event_record
+from accounts.delegations import delegations_active
 from accounts.environments import normalize_environment
-from accounts.models import MAX_TIMEOUT_MINUTES, Approver, TimeoutPolicy
-from accounts.permissions import check_can_approve
-from accounts.rules import ResolvedRule, resolve_rule
+from accounts.freeze import FreezeHit
+from accounts.models import MAX_TIMEOUT_MINUTES, Approver, PolicyEventKind, TimeoutPolicy
+from accounts.rules import resolve_rule
 from accounts.selectors import approver_for_requester
 from approvalbot.metrics import DECISION_LATENCY, DECISIONS
 
 from . import effects
+from .admission import approval_admit, emergency_reason_clean, emergency_record
+from .display import voter_label
 from .errors import AlreadyVoted, InvalidRequest, PermissionDenied, SelfApprovalDenied, already_decided_error
+from .freeze import FROZEN, frozen_reason
+from .history import event_record
 from .models import (
     Approval,
     ApprovalEvent,
@@ -39,7 +45,8 @@ from .models import (
     Vote,
     generate_public_id,
 )
-from .reminders import first_reminder_at
+from .policy import already_voted_message, decision_right, earlier_vote, is_requester
+from .quorum import quorum_state
 
 logger = logging.getLogger(__name__)
 
@@ -56,29 +63,10 @@ class DecisionOutcome:
     vote: Vote
     final: bool
     received: int  # 此刻的同意票数（含这一票）
+    missing: tuple[str, ...] = ()  # 还缺的必需角色（X1；紧急发布的“管理员”）
 
 
 # ---------------------------------------------------------------- 历史与查找
-
-
-def event_record(
-    *,
-    approval: Approval | int,
-    kind: str,
-    channel: str = Channel.SYSTEM,
-    actor: Approver | None = None,
-    actor_name: str = "",
-    details: dict[str, Any] | None = None,
-) -> ApprovalEvent:
-    """追加一条审批历史：审批本身发生了什么（不记投递的来龙去脉，那在发件箱里）。"""
-    return ApprovalEvent.objects.create(
-        approval_id=approval.pk if isinstance(approval, Approval) else approval,
-        kind=kind,
-        channel=channel,
-        actor=actor,
-        actor_name=actor_name or (actor.label if actor else ""),
-        details=details or {},
-    )
 
 
 def jenkins_server_model() -> Any:
@@ -91,16 +79,7 @@ def build_key_reused(first_seen: datetime) -> bool:
     return first_seen < timezone.now() - BUILD_KEY_REUSE_AFTER
 
 
-def is_requester(approval: Approval, approver: Approver) -> bool:
-    """此人是否这次构建的发起人（X2：发起人不能审批自己的构建）。"""
-    if approval.requester_id is not None:
-        return approval.requester_id == approver.pk
-    raw = (approval.requested_by or "").strip().lower().lstrip("@")
-    if not raw:
-        return False
-    names = {approver.username.lower(), approver.jenkins_user.lower(), approver.email.lower(),
-             approver.telegram_username.lower()}
-    return raw in names - {""}
+__all__ = ["event_record", "is_requester"]  # 原在这里定义，现在在 history / policy；旧的导入照常可用
 
 
 # ---------------------------------------------------------------- 终态：唯一的入口
@@ -143,10 +122,15 @@ def close_rows(
     details: Callable[[Approval], dict[str, Any]] | dict[str, Any] | None = None,
     now: datetime | None = None,
     instance: Approval | None = None,
+    reason_code: str = "",
+    decided_by_name: str | None = None,
+    freeze: FreezeHit | None = None,
 ) -> list[int]:
     """终态的唯一写入处：rows 是本事务已锁住的待审批。只对它们写历史（details 可按行计算）、提交后投递副作用。
 
     instance：只关一行时传入它的对象，改到了就把新值写回（调用方不必再查一次库）。
+    reason_code：机器可读的原因（frozen）；decided_by_name：决定人的显示名（代投时“B（代 A）”）；
+    freeze：封版开始时被拒绝的待审批，记下是哪个封版。
     """
     if not rows:
         return []
@@ -155,15 +139,19 @@ def close_rows(
         "status": status,
         "decided_at": now,
         "decided_by": actor,
-        "decided_by_name": (actor.label if actor else actor_name)[:150],
+        "decided_by_name": (decided_by_name if decided_by_name is not None
+                            else actor.label if actor else actor_name)[:150],
         "decision_channel": channel,
         "reason": reason[:MAX_REASON_LENGTH],
         "next_reminder_at": None,
         "jenkins_action_state": JenkinsActionState.PENDING if jenkins_action else JenkinsActionState.NONE,
         "updated_at": now,
+        "reason_code": reason_code,
     }
     if superseded_by is not None:
         fields["superseded_by"] = superseded_by
+    if freeze is not None:
+        fields.update(freeze_window=freeze.window, freeze_name=freeze.name[:100], freeze_ends_at=freeze.ends_at)
     changed = Approval.objects.filter(pk__in=[r.pk for r in rows], status=Status.PENDING).update(**fields)
     if changed != len(rows):  # pragma: no cover - 行已锁住，不会发生；发生了说明锁没起作用，宁可整体回滚
         raise RuntimeError(f"close_rows: locked {len(rows)} rows but changed {changed}")
@@ -252,12 +240,17 @@ def approval_create(
     requested_by: str = "",
     timeout_minutes: int | None = None,
     channel: str = Channel.API,
+    emergency: bool = False,
+    emergency_reason: str = "",
 ) -> tuple[Approval, bool]:
     """创建审批；同一 (Jenkins, 任务, 构建号, 阶段) 重复调用返回已有的那条（幂等）。返回 (approval, created)。
 
     同一台 Jenkins 的创建在它那一行上排队：并发的相同请求只建一条，同任务同环境只留最新构建待审批（X17）。
+    封版期间（X4）的申请照样记录，随即拒绝（reason_code=frozen）；紧急发布（emergency，须写理由）照常等待，
+    但在规则的票数之外还要一位管理员同意。
     """
     key = _build_key(jenkins_server=jenkins_server, job_name=job_name, build_number=build_number, input_id=input_id)
+    reason = emergency_reason_clean(emergency=emergency, reason=emergency_reason)
     if timeout_minutes is not None and not (1 <= timeout_minutes <= MAX_TIMEOUT_MINUTES):
         raise InvalidRequest(
             _("timeout_minutes 必须在 1 到 %(max)s 之间。") % {"max": MAX_TIMEOUT_MINUTES}, code="invalid_timeout"
@@ -279,14 +272,22 @@ def approval_create(
             description=description, operation=operation, requested_by=requested_by,
             requester=approver_for_requester(requested_by),
         )
-        _apply_rule(approval, rule, project=project or job_name, timeout_minutes=timeout_minutes)
+        hit = approval_admit(approval, rule, project=project or job_name, timeout_minutes=timeout_minutes,
+                             emergency=emergency, emergency_reason=reason, now=timezone.now())
         _save_with_public_id(approval)
         event_record(
             approval=approval, kind=EventKind.CREATED, channel=channel, actor_name=requested_by,
             details={"resume_mode": approval.resume_mode, "rule": str(rule.rule) if rule.rule else None,
                      "matched": rule.matched, "expires_at": approval.expires_at.isoformat()},
         )
-        if not _superseded_at_birth(approval):
+        if hit is not None and not emergency:
+            _close(approval, status=Status.REJECTED, reason=frozen_reason(hit), reason_code=FROZEN,
+                   channel=Channel.SYSTEM, kind=EventKind.FROZEN, jenkins_action=True,
+                   details={"window": hit.name, "windows": list(hit.names), "ends_at": hit.ends_at.isoformat()})
+            effects.policy_notice(approval.pk, FROZEN)
+        elif emergency:
+            emergency_record(approval, hit, channel=channel)
+        if approval.status == Status.PENDING and not _superseded_at_birth(approval):
             _supersede_older(approval)
             effects.approval_created(approval.pk)
     return approval, True
@@ -317,22 +318,6 @@ def _resume_mode(*, input_id: str, callback_url: str) -> str:
     if callback_url:
         return ResumeMode.WEBHOOK
     return ResumeMode.POLL
-
-
-def _apply_rule(approval: Approval, rule: ResolvedRule, *, project: str, timeout_minutes: int | None) -> None:
-    """把规则算出的票数、期限、策略与群快照到审批上：扫描时无需再解析规则。"""
-    now = timezone.now()
-    # 任务名可长达 255，项目列是 200
-    approval.project = (rule.project if rule.matched else project)[:200]
-    approval.project_rule = rule.rule
-    approval.required_approvals = max(1, rule.required_approvals)
-    approval.expires_at = now + timedelta(minutes=timeout_minutes or rule.timeout_minutes)
-    approval.timeout_policy = rule.timeout_policy
-    approval.stop_build = rule.stop_build
-    approval.reminder_policy = rule.reminder_policy()
-    approval.chat_id = rule.chat_id
-    approval.next_reminder_at = first_reminder_at(approval.reminder_policy, created_at=now,
-                                                  expires_at=approval.expires_at)
 
 
 def _save_with_public_id(approval: Approval) -> None:
@@ -385,8 +370,8 @@ def approval_decide(
     reason: str = "",
     channel: str,
 ) -> DecisionOutcome:
-    """记录一票。权限在此刻检查（P9）；发起人不能审批自己的构建（X2）；
-    同意票达到所需票数即通过，第一张拒绝票即拒绝。
+    """记录一票。权限在此刻检查（P9，含升级 X15 与委托 X16）；发起人不能审批自己的构建（X2）；
+    同意票达到所需票数、且必需角色都有人（X1）即通过，第一张拒绝票即拒绝。
 
     失败抛 ApprovalError 的子类（带中文原因）；被拒绝的尝试也记入历史。
     """
@@ -417,31 +402,43 @@ def _decide_locked(*, pk: int, approver: Approver | None, decision: str, reason:
         return None
     if locked.status != Status.PENDING:
         raise already_decided_error(locked)
-    result = check_can_approve(approver, project=locked.project, environment=locked.environment)
-    if not result:
-        raise PermissionDenied(result.reason, code=result.code)
+    rule = resolve_rule(locked.project, locked.environment)
+    delegations = delegations_active(at=now)
+    right = decision_right(locked, approver, rule=rule, delegations=delegations)
+    if not right:
+        raise (SelfApprovalDenied if right.self_approval else PermissionDenied)(right.reason, code=right.code)
     assert approver is not None
-    if is_requester(locked, approver):
-        raise SelfApprovalDenied(_("你是这次构建的发起人，不能审批自己的发布。"))
+    earlier = earlier_vote(locked, approver, votes=locked.votes.select_related("approver"), rule=rule,
+                           delegations=delegations)
+    if earlier is not None:
+        raise AlreadyVoted(already_voted_message(locked, approver, earlier))
     try:
         with transaction.atomic():
             vote = Vote.objects.create(approval=locked, approver=approver, decision=decision, reason=reason,
-                                       channel=channel)
+                                       channel=channel, on_behalf_of=right.on_behalf_of, delegation=right.delegation)
     except IntegrityError:
-        # 一人一票由唯一约束保证：不必先查一次“投过没有”
+        # 一人一票由唯一约束保证（合算一人的委托双方已在上面按行锁检查过）
         raise AlreadyVoted(_("你已经对审批 %(id)s 投过票了。") % {"id": locked.public_id}) from None
-    received = Vote.objects.filter(approval=locked, decision=Vote.Decision.APPROVE).count()
-    if decision == Vote.Decision.REJECT or received >= locked.required_approvals:
+    quorum = quorum_state(locked)
+    received, label = quorum.received, voter_label(vote)
+    details = {"votes": received, "required": locked.required_approvals, "missing": list(quorum.missing)}
+    if right.delegation is not None:
+        details["on_behalf_of"] = right.on_behalf_of.username
+        policy_event_record(kind=PolicyEventKind.DELEGATION_USED, channel=channel, actor=approver,
+                            delegation=right.delegation, approval_public_id=locked.public_id,
+                            details={"decision": decision, "delegator": right.on_behalf_of.username})
+    if right.via == "escalation":
+        details["via"] = "escalation"
+    if decision == Vote.Decision.REJECT or quorum.complete:
         approved = decision == Vote.Decision.APPROVE
         _close(locked, status=Status.APPROVED if approved else Status.REJECTED, reason=reason, actor=approver,
-               channel=channel, kind=EventKind.APPROVED if approved else EventKind.REJECTED, jenkins_action=True,
-               details={"votes": received, "required": locked.required_approvals}, now=now)
-        return DecisionOutcome(locked, vote, final=True, received=received)
-    event_record(approval=locked, kind=EventKind.VOTE, channel=channel, actor=approver,
-                 details={"decision": decision, "reason": reason, "votes": received,
-                          "required": locked.required_approvals})
+               decided_by_name=label, channel=channel, kind=EventKind.APPROVED if approved else EventKind.REJECTED,
+               jenkins_action=True, details=details, now=now)
+        return DecisionOutcome(locked, vote, final=True, received=received, missing=quorum.missing)
+    event_record(approval=locked, kind=EventKind.VOTE, channel=channel, actor=approver, actor_name=label,
+                 details={"decision": decision, "reason": reason, **details})
     effects.approval_changed(locked.pk)
-    return DecisionOutcome(locked, vote, final=False, received=received)
+    return DecisionOutcome(locked, vote, final=False, received=received, missing=quorum.missing)
 
 
 @transaction.atomic

@@ -5,10 +5,12 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Case, DateTimeField, F, Value, When
 from django.utils import timezone
@@ -17,6 +19,8 @@ from . import effects
 from .models import Approval, ApprovalEvent, Channel, EventKind, Status
 from .reminders import gap_minutes, policy_values
 from .services import expire_rows, lock_rows
+
+logger = logging.getLogger(__name__)
 
 SWEEP_BATCH = 500
 # 单次扫描最多处理的批数：积压很多时分几轮处理，避免一次任务超过时间限制
@@ -98,8 +102,29 @@ def approvals_expire_due(*, now: datetime | None = None, limit: int = SWEEP_BATC
     return expire_rows(Approval.objects.all(), now=now, skip_locked=True, limit=limit)
 
 
+# 本进程是否已说过“没有配置 Telegram，不发提醒”：beat 每 30 秒一次，说一次就够
+_told_no_notifier = False
+
+
+def notifier_configured() -> bool:
+    """提醒只经 Telegram 送达：没有 Bot token 时发不出去，也就不该记为“已提醒”。"""
+    return bool(settings.TELEGRAM_BOT_TOKEN)
+
+
 def reminders_sweep(*, now: datetime | None = None) -> int:
-    """一次提醒扫描：按批认领，直到没有到期的或批数用完。"""
+    """一次提醒扫描：按批认领，直到没有到期的或批数用完。
+
+    没有配置 Telegram 时什么都不认领：不加 reminder_count、不写提醒历史，到期的提醒留在原处，
+    配置好 Telegram（重启 worker 与 beat）后照常发出。
+    """
+    global _told_no_notifier
+    if not notifier_configured():
+        if not _told_no_notifier:
+            _told_no_notifier = True
+            logger.warning("没有设置 TELEGRAM_BOT_TOKEN：提醒不发送，也不计入提醒次数与审批历史；"
+                           "设置后重启 worker 与 beat，到期的提醒照常发出")
+        return 0
+    _told_no_notifier = False
     now = now or timezone.now()
     total, _complete = run_in_batches(
         lambda: sum(len(ids) for ids in approvals_claim_due_reminders(now=now).values()),

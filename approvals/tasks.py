@@ -6,6 +6,7 @@ import logging
 
 from celery import shared_task
 
+from .policy_sweeps import policy_sweep
 from .retention import approvals_purge_old
 from .sweeps import reminders_sweep, timeouts_sweep
 
@@ -28,6 +29,15 @@ def timeout_sweep_task() -> int:
     if total:
         logger.info("超时扫描：%s 条审批超时", total)
     return total
+
+
+@shared_task(name="approvals.tasks.policy_sweep_task", ignore_result=True)
+def policy_sweep_task() -> dict[str, int]:
+    """发布策略：封版开始时拒绝规则要求拒绝的待审批（X4），无人决定时升级（X15）。重复触发无害。"""
+    counts = policy_sweep()
+    if any(counts.values()):
+        logger.info("发布策略扫描：%s", counts)
+    return counts
 
 
 @shared_task(name="approvals.tasks.retention_purge_task", ignore_result=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 
+from django import forms
 from django.contrib import admin, messages
 from django.db import models
 from django.db.models import QuerySet
@@ -36,9 +37,29 @@ class JenkinsServerAdmin(admin.ModelAdmin):
                 self.message_user(request, _("%(name)s：正常，Jenkins %(v)s") % {"name": server.name, "v": version})
 
 
+class ApiTokenForm(forms.ModelForm):
+    """权限范围是 JSON 列表，但后台里应是勾选框：没人该手写 ["jenkins", "read"]。"""
+
+    scopes = forms.TypedMultipleChoiceField(
+        label=_("权限范围"), choices=ApiScope.choices, widget=forms.CheckboxSelectMultiple,
+        help_text=_("可多选。Jenkins 流水线用的 token 选「Jenkins」与「只读」。"),
+        error_messages={"required": _("至少选择一个权限范围。"),
+                        "invalid_choice": _("未知的权限范围「%(value)s」：只能是 jenkins、approve、read。")},
+    )
+
+    class Meta:
+        model = ApiToken
+        fields = ("name", "scopes", "signing_secret_env", "description", "is_active", "expires_at")
+
+    def clean_scopes(self) -> list[str]:
+        # 与 create_api_token 一样去重并排序：同一组权限只有一种写法
+        return sorted(set(self.cleaned_data["scopes"]))
+
+
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ("name", "key_prefix", "scopes", "is_active", "expires_at", "last_used_at", "created_at")
+    form = ApiTokenForm
+    list_display = ("name", "key_prefix", "scopes_display", "is_active", "expires_at", "last_used_at", "created_at")
     list_filter = ("is_active",)
     search_fields = ("name", "key_prefix", "description")
     readonly_fields = ("key_prefix", "created_at", "last_used_at")
@@ -46,12 +67,12 @@ class ApiTokenAdmin(admin.ModelAdmin):
               "key_prefix", "created_at", "last_used_at")
     actions = ["deactivate"]
 
+    @admin.display(description=_("权限范围"))
+    def scopes_display(self, obj: ApiToken) -> str:
+        return ", ".join(obj.scopes or []) or "-"
+
     def save_model(self, request: HttpRequest, obj: ApiToken, form, change: bool) -> None:
-        unknown = set(obj.scopes or []) - set(ApiScope.values)
-        if unknown or not obj.scopes:
-            obj.scopes = [s for s in (obj.scopes or []) if s in ApiScope.values] or [ApiScope.READ.value]
-            self.message_user(request, _("已忽略未知的权限范围：%(s)s") % {"s": ", ".join(sorted(unknown)) or "-"},
-                              messages.WARNING)
+        # 表单已校验权限范围（勾选框、至少一个、只能是已知的）
         if not change:
             raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
             obj.token_hash, obj.key_prefix = hash_token(raw), raw[:12]

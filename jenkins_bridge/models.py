@@ -115,7 +115,7 @@ class JenkinsServer(models.Model):
     )
     approver_parameter = models.CharField(
         _("审批人参数名"), max_length=100, blank=True, default="APPROVER",
-        help_text=_("input 步骤声明了同名参数时，把真实审批人写进去（X14）；留空则总用 proceedEmpty"),
+        help_text=_("input 步骤声明了同名参数时，把真实审批人写进去；留空则总用 proceedEmpty"),
     )
     timeout_seconds = models.FloatField(_("请求超时（秒）"), default=10.0)
     is_default = models.BooleanField(_("默认服务器"), default=False)

@@ -88,6 +88,39 @@ def _input_gone(client: JenkinsClient, approval: Approval, watch: BuildWatch, ca
 
 
 def _resume_input(client: JenkinsClient, approval: Approval, watch: BuildWatch) -> ResumeResult:
+    if _input_direct_allowed(approval) and watch.action_sent_at is None:
+        # 上一次的请求可能已经送达（见 _input_gone）：那就先看等待列表，不再盲发
+        result = _input_direct(client, approval, watch)
+        if result is not None:
+            return result
+    return _input_by_lookup(client, approval, watch)
+
+
+def _input_direct_allowed(approval: Approval) -> bool:
+    """知道 input 的 id、又不用往参数里写审批人时，不必先读等待列表：直接发，一次请求。"""
+    return bool(normalize_input_id(approval.input_id)) and not (approval.jenkins_server.approver_parameter or "").strip()
+
+
+def _input_direct(client: JenkinsClient, approval: Approval, watch: BuildWatch) -> ResumeResult | None:
+    """按给定的 id 直接继续/中止。404（id 不对、还没走到、已被处理）返回 None，由查等待列表的老路判断。"""
+    input_id = normalize_input_id(approval.input_id)
+    BuildWatch.objects.filter(pk=watch.pk).update(action_sent_at=timezone.now())
+    try:
+        if approval.status == Status.APPROVED:
+            verb = client.input_proceed(approval.job_name, approval.build_number, input_id, None)
+            return ResumeResult(f"input_{verb}", {"input_id": input_id, "parameters": {}})
+        client.input_abort(approval.job_name, approval.build_number, input_id)
+        return ResumeResult("input_abort", {"input_id": input_id})
+    except JenkinsError as exc:
+        if exc.kind not in ("not_found", "input_answered"):
+            raise
+    # 这一次没有生效：回到“未发送”，再由等待列表判断
+    BuildWatch.objects.filter(pk=watch.pk).update(action_sent_at=None)
+    watch.action_sent_at = None
+    return None
+
+
+def _input_by_lookup(client: JenkinsClient, approval: Approval, watch: BuildWatch) -> ResumeResult:
     approved = approval.status == Status.APPROVED
     wanted = approval.input_id
     pending: PendingInput | None = None

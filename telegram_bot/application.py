@@ -34,6 +34,11 @@ COMMANDS = [
     ("pending", gettext_lazy("我可以审批的待办")),
     ("status", gettext_lazy("审批统计；/status 编号 查看详情")),
     ("jenkins", gettext_lazy("Jenkins 状态")),
+    ("stats", gettext_lazy("审批分析（管理员）")),
+    ("freeze", gettext_lazy("封版窗口；管理员可临时封版")),
+    ("unfreeze", gettext_lazy("结束临时封版（管理员）")),
+    ("delegate", gettext_lazy("委托审批权：/delegate @用户 开始 结束")),
+    ("undelegate", gettext_lazy("撤销委托")),
     ("whoami", gettext_lazy("我的 Telegram ID 与审批权限")),
 ]
 

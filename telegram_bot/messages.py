@@ -14,9 +14,12 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts.environments import PRODUCTION, normalize_environment
-from accounts.models import TimeoutPolicy
-from approvals.display import format_time
+from accounts.models import Approver, TimeoutPolicy
+from approvals.display import format_time, voter_label
+from approvals.escalation import escalation_reason_text
+from approvals.freeze import FROZEN
 from approvals.models import Approval, ApprovalEvent, Channel, EventKind, JenkinsActionState, Status, Vote
+from approvals.quorum import quorum_state
 
 from .rendering import (
     ELLIPSIS,
@@ -47,7 +50,7 @@ from .rendering import (
 __all__ = [
     "ELLIPSIS", "MAX_CALLBACK_ANSWER_LENGTH", "MAX_MESSAGE_LENGTH", "approver_mention", "callback_answer_text",
     "duration_text", "environment_badge", "esc", "fit_message", "join_names", "label_html", "link", "log_url",
-    "mention_html", "next_step_text", "outcome_context", "plain_text", "render_approval", "render_detail",
+    "mention_html", "next_step_text", "outcome_context", "plain_text", "policy_context", "render_approval", "render_detail",
     "render_help", "render_jenkins", "render_not_served", "render_pending_page", "render_reason_prompt",
     "render_start", "render_stats", "render_telegram", "render_whoami", "safe_url", "summary_context", "tg_length",
     "time_left_text", "truncate_plain", "with_note",
@@ -72,7 +75,7 @@ def _requester_label(approval: Approval) -> str:
 
 def summary_context(approval: Approval, *, now: datetime | None = None) -> dict[str, Any]:
     """templates/telegram/_summary.html 需要的值（approval 之外的部分）。"""
-    approvers = [v.approver.label for v in approval.votes.all() if v.decision == Vote.Decision.APPROVE]
+    approvers = [voter_label(v) for v in approval.votes.all() if v.decision == Vote.Decision.APPROVE]
     return {
         "approval": approval,
         "requester": _requester_label(approval),
@@ -114,12 +117,35 @@ def outcome_context(approval: Approval) -> dict[str, str]:
     return {"when": when_text, "next_step": next_step_text(approval), "jenkins_error": jenkins_error}
 
 
+def policy_context(approval: Approval) -> dict[str, str]:
+    """templates/telegram/_policy.html 的句子：紧急发布（🚨 与突破的封版）、封版拒绝（🧊）、还缺的必需角色、
+    升级拉进了谁以及为什么。没有这些时全为空，消息与从前一样。"""
+    context = {"emergency": "", "emergency_reason": "", "frozen": "", "missing": "", "escalation": ""}
+    freeze = ""
+    if approval.freeze_name:
+        ends = format_time(approval.freeze_ends_at) if approval.freeze_ends_at else "-"
+        freeze = _("「%(window)s」至 %(ends)s") % {"window": approval.freeze_name, "ends": ends}
+    if approval.emergency:
+        context["emergency"] = _("紧急发布，突破封版%(freeze)s") % {"freeze": freeze} if freeze else _("紧急发布")
+        context["emergency_reason"] = approval.emergency_reason
+    if approval.reason_code == FROZEN:
+        context["frozen"] = _("封版中：%(freeze)s") % {"freeze": freeze or "-"}
+    if approval.status == Status.PENDING and (approval.required_roles or approval.admin_approval_required):
+        context["missing"] = join_names(quorum_state(approval).missing)
+    if approval.escalated_at is not None:
+        people = Approver.objects.filter(pk__in=approval.escalated_to or []).order_by("username")
+        context["escalation"] = _("已升级（%(why)s），请 %(names)s 协助审批") % {
+            "why": escalation_reason_text(approval), "names": join_names(p.label for p in people) or "-"}
+    return context
+
+
 def _approval_context(approval: Approval, *, now: datetime | None = None) -> dict[str, Any]:
     return {
         **summary_context(approval, now=now),
         "is_production": normalize_environment(approval.environment) == PRODUCTION,
         "log_url": log_url(approval),
         "outcome": outcome_context(approval),
+        "policy": policy_context(approval),
     }
 
 
@@ -144,7 +170,7 @@ def _event_text(event: ApprovalEvent) -> str:
 
 
 def _vote_text(vote: Any) -> str:
-    text = f"{format_time(vote.created_at)} {vote.approver.label} {vote.get_decision_display()}"
+    text = f"{format_time(vote.created_at)} {voter_label(vote)} {vote.get_decision_display()}"
     if vote.reason:
         # Translators: 投票后面跟理由；英文写作 "%(vote)s: %(reason)s"
         text = _("%(vote)s：%(reason)s") % {"vote": text, "reason": vote.reason}

@@ -32,6 +32,9 @@ logger = logging.getLogger(__name__)
 # 一次发送最坏要多久：节流就地等待 ≤10 s + 请求超时 15 s，短 429 再来一轮；租约要比它长，又不能长到耽误补发
 LEASE_SECONDS = 90
 MAX_ATTEMPTS = 8
+# 入箱（或该发）之后这么久还没人认领，才由补发扫描接手：正常情况下投递任务几毫秒内就到，
+# Redis 重启后丢了任务时，扫描（每 15 秒）在半分钟左右补上
+RECOVERY_GRACE = timedelta(seconds=20)
 # 补发只管这么久以内的消息：更早的已经过时（也免得刚配置好 Telegram 时补发一堆历史）
 RECOVERY_WINDOW = timedelta(hours=24)
 
@@ -190,7 +193,7 @@ def outbox_skip(rows: Iterable[TelegramMessage]) -> None:
                        updated_at=now)
 
 
-def outbox_due(*, limit: int = 200, grace: timedelta = timedelta(seconds=60)) -> list[int]:
+def outbox_due(*, limit: int = 200, grace: timedelta = RECOVERY_GRACE) -> list[int]:
     """到了重试时间（或入箱超过 grace 还没人发：投递任务丢了）、没人持有、还在补发窗口里的待发行的 id。
 
     重试次数已用尽、却死在发送途中（没能记下失败）的行在这里记为失败，不再补发。

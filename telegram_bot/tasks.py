@@ -15,9 +15,11 @@ from django.db import transaction
 
 from accounts.tasks import CONFIG_CHANGED_NOTIFY_TASK
 from approvalbot.celery import retry_countdown
+from approvalbot.operations.effects import ALERT_NOTIFY_TASK
 from approvals.effects import (
     ANNOUNCE_TASK,
     BUILD_RESULT_NOTIFY_TASK,
+    POLICY_NOTICE_TASK,
     REFRESH_TASK,
     REMINDER_DIGEST_TASK,
     TIMEOUT_NOTICE_TASK,
@@ -26,8 +28,8 @@ from approvals.models import Approval
 
 from . import services
 from .models import MessageKind, MessageState, TelegramMessage
+from .notices import alerts, build_results, config, policy, reminders, timeouts
 from .notices import approvals as approval_messages
-from .notices import build_results, config, reminders, timeouts
 from .outbox import MAX_ATTEMPTS, outbox_claim, outbox_due, outbox_held, outbox_send_each
 from .sender import TelegramSender
 
@@ -42,6 +44,8 @@ RENDERERS: dict[str, Callable[[TelegramMessage], str | None]] = {
     MessageKind.TIMEOUT: timeouts.timeout_render,
     MessageKind.BUILD_RESULT: build_results.build_result_render,
     MessageKind.CONFIG: config.config_render,
+    MessageKind.ALERT: alerts.alert_render,
+    MessageKind.POLICY: policy.policy_render,
 }
 TASK_OPTIONS: dict[str, Any] = {"bind": True, "max_retries": MAX_ATTEMPTS, "acks_late": True, "ignore_result": True}
 
@@ -139,6 +143,29 @@ def config_changed_notify_task(self: Task, name: str, ok: bool, summary: str) ->
         _send_owned(self, config.config_notice_enqueue(name=name, ok=ok, summary=summary))
 
 
+@shared_task(name=ALERT_NOTIFY_TASK, **TASK_OPTIONS)
+def alert_notify_task(self: Task, key: str, payload: dict[str, Any], retry: bool = True) -> None:
+    """运维告警或恢复通知（O3/O4）。worker 不可用时运维在 beat 进程里直接执行它（retry=False：
+    失败不在这里就地重试，行留在发件箱里，由补发扫描按重试时间补发）。"""
+    if not services.telegram_configured():
+        return
+    row = alerts.alert_enqueue(key=key, payload=payload)
+    if row is None or row.state != MessageState.PENDING:
+        return
+    countdown = outbox_deliver(outbox_claim([row.pk], due_only=False))
+    if retry:
+        _again(self, countdown)
+
+
+@shared_task(name=POLICY_NOTICE_TASK, **TASK_OPTIONS)
+def policy_notice_task(self: Task, approval_id: int, notice: str) -> None:
+    """发布策略通知：封版拒绝（🧊）、升级（📣，群里点名并私信被拉进来的人）。重复执行不会重复发送。"""
+    if services.telegram_configured():
+        rows = policy.policy_enqueue(approval_id, notice)
+        _again(self, outbox_deliver(outbox_claim([r.pk for r in rows if r.state == MessageState.PENDING],
+                                                 due_only=False)))
+
+
 @shared_task(name=DELIVER_TASK, **TASK_OPTIONS)
 def outbox_deliver_task(self: Task, row_ids: list[int], token: str = "") -> None:
     """发出补发扫描认领并交来的行（token 是那次认领的令牌；没有令牌时自己认领到期的行）。"""
@@ -176,7 +203,7 @@ def telegram_recovery_sweep_task(limit: int = 50) -> dict[str, list[int]]:
     - 显示旧状态的审批消息（编辑任务丢失）。
     """
     found: dict[str, list[int]] = {"announce": [], "refresh": [], "reminders": [], "timeout_notices": [],
-                                   "build_results": [], "deliver": []}
+                                   "build_results": [], "policy_notices": [], "deliver": []}
     if not services.telegram_configured():
         return found
     owed = approval_messages.approvals_owed(limit=limit)
@@ -204,6 +231,11 @@ def telegram_recovery_sweep_task(limit: int = 50) -> dict[str, list[int]]:
             if row is not None:
                 found[name].append(owed_id)
                 new_rows.append(row.pk)
+    for approval_id, notice in policy.policy_owed(limit=limit):
+        rows = policy.policy_enqueue(approval_id, notice)
+        if rows:
+            found["policy_notices"].append(approval_id)
+            new_rows += [r.pk for r in rows if r.state == MessageState.PENDING]
     _hand_over(new_rows, due_only=False)
     found["deliver"] = _hand_over(outbox_due(limit=limit * 4), due_only=True)
     if any(found.values()):

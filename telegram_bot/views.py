@@ -54,9 +54,14 @@ def update_shape_problem(data: dict[str, Any]) -> str | None:
     先不带 bot 解析一次：形状不对的 update 不必为它初始化机器人（getMe），更不能进入后台再崩。
     """
     try:
-        Update.de_json(data, None)
+        update = Update.de_json(data, None)
+        chat, user = update.effective_chat, update.effective_user
     except DE_JSON_ERRORS as exc:
         return exc.__class__.__name__
+    # PTB 不检查字段类型：聊天或用户的 id 不是整数（例如是列表）时，它自己在处理完之后记录聊天时就会崩
+    for what, entity in (("chat.id", chat), ("from.id", user)):
+        if entity is not None and type(entity.id) is not int:
+            return what
     return None
 
 

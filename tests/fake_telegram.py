@@ -5,7 +5,8 @@
 - 回答：{"ok": true, "result": …} 或 {"ok": false, "error_code": …, "description": …, "parameters": {…}}，
   HTTP 状态码等于 error_code；token 错 → 401 Unauthorized，未知方法 → 404 Not Found；
 - getUpdates：offset 确认语义（offset 之前的 update 被遗忘；负 offset 只留最后几个）、limit、long polling 的
-  timeout；webhook 存在时 409；另一个 getUpdates 到来时旧的得到 409 “terminated by other getUpdates request”；
+  timeout；webhook 存在时 409；另一个 getUpdates 到来时旧的得到 409 “terminated by other getUpdates request”
+  （other_instance_polling() 模拟测试之外的另一个实例：每个 getUpdates 都是 409）；
 - sendMessage / editMessageText：HTML parse mode 按 Telegram 规则校验（只允许它支持的标签与实体，否则
   “can't parse entities”），正文超过 4096（UTF-16 码元）→ “message is too long”，按钮 callback_data 超过
   64 字节 → BUTTON_DATA_INVALID；编辑成完全相同的内容 → “message is not modified”；editMessageText 不带
@@ -192,6 +193,7 @@ class FakeTelegram:
         self.webhook: dict[str, Any] | None = None
         self.commands: list[dict[str, Any]] = []
         self._poll_generation = 0
+        self.foreign_poller = False  # 见 other_instance_polling()
         self._stopping = False
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -306,6 +308,13 @@ class FakeTelegram:
         recent.append(now)
         self._group_sends[chat_id] = recent
 
+    def other_instance_polling(self, active: bool = True) -> None:
+        """模拟测试之外还有一个实例在用同一个 token 轮询：它的请求不断把我们的 getUpdates 挤掉（409 Conflict）。"""
+        with self.cond:
+            self.foreign_poller = active
+            self._poll_generation += 1
+            self.cond.notify_all()
+
     def delay(self, method: str, seconds: float) -> None:
         with self.cond:
             self.delays[method.lower()] = seconds
@@ -361,6 +370,14 @@ class FakeTelegram:
     def replay(self, update: dict[str, Any]) -> None:
         """再次投递一个已经送达过的 update（同一个 update_id），模拟确认前崩溃后的重投。"""
         self._push(copy.deepcopy(update), forced=True)
+
+    def webhook_updates(self) -> list[dict[str, Any]]:
+        """webhook 模式下 Telegram 不等 getUpdates，而是把积压的 update 推给 webhook：取走它们（按 update_id），
+        由测试扮演 Telegram POST 到 /telegram/webhook/。"""
+        with self.cond:
+            batch = sorted(self._queue, key=lambda q: q.update["update_id"])
+            self._queue = []
+        return [copy.deepcopy(q.update) for q in batch]
 
     # ------------------------------------------------------------ 查询与等待
 
@@ -520,6 +537,9 @@ class FakeTelegram:
             if self.webhook:
                 raise ApiError(409, "Conflict: can't use getUpdates method while webhook is active; use "
                                     "deleteWebhook to delete the webhook first")
+            if self.foreign_poller:
+                raise ApiError(409, "Conflict: terminated by other getUpdates request; make sure that only "
+                                    "one bot instance is running")
             self._poll_generation += 1
             generation = self._poll_generation
             self.cond.notify_all()

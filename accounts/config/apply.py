@@ -1,4 +1,4 @@
-"""把校验过的 users.json 写进数据库。调用方负责事务（与校验同一个事务，C8）。
+"""把校验过的 users.json（与 app.json 的封版窗口）写进数据库。调用方负责事务（与校验同一个事务，C8）。
 
 文件来的记录标记 source=file；从文件里删掉的只停用不删除；后台手工建的（source=admin）只被引用，永不被改动。
 """
@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..models import Approver, ProjectRule, Role, Source
+from django.conf import settings
+
+from ..models import Approver, FreezeKind, FreezeWindow, ProjectRule, Role, Source
+from . import timespec
 from .specs import UsersConfig
 
 
@@ -21,6 +24,8 @@ def users_apply(config: UsersConfig) -> dict[str, int]:
     _apply_rules(config, roles, approvers, summary)
     # 角色最后停用：仍有启用的审批人（包括后台建的）在用的文件角色不停用
     in_use = set(Approver.objects.filter(is_active=True).values_list("role_id", flat=True))
+    in_use |= set(Approver.extra_roles.through.objects.filter(approver__is_active=True)
+                  .values_list("role_id", flat=True))
     for role in Role.objects.filter(source=Source.FILE, is_active=True).exclude(key__in=list(config.roles)):
         if role.pk not in in_use:
             role.is_active = False
@@ -77,14 +82,20 @@ def _apply_approvers(config: UsersConfig, roles: dict[str, Role], summary: dict[
         if spec.telegram_id is not None:
             values["telegram_id"] = spec.telegram_id
         approver = existing.get(username)
+        changed = False
         if approver is None:
             approver = Approver.objects.create(username=username, source=Source.FILE, **values)
             summary["users_created"] += 1
         else:
             if approver.pk in released:
                 approver.refresh_from_db(fields=["telegram_id"])  # 内存里的旧 id 不能再写回去
-            if _save_changes(approver, values):
-                summary["users_updated"] += 1
+            changed = _save_changes(approver, values)
+        extra = {roles[k].pk for k in spec.extra_roles}
+        if set(approver.extra_roles.values_list("pk", flat=True)) != extra:
+            approver.extra_roles.set(extra)
+            changed = True
+        if changed and username in existing:
+            summary["users_updated"] += 1
         result[username] = approver
     for approver in Approver.objects.filter(source=Source.FILE, is_active=True):
         if approver.username.lower() not in config.users:
@@ -111,6 +122,8 @@ def _apply_rules(config: UsersConfig, roles: dict[str, Role], approvers: dict[st
             "timeout_policy": spec.timeout_policy, "stop_build": spec.stop_build,
             "reminder_interval_minutes": spec.reminder_interval_minutes, "reminder_backoff": spec.reminder_backoff,
             "reminder_max_count": spec.reminder_max_count, "is_active": True,
+            "escalate_after_reminders": spec.escalate_after_reminders,
+            "escalate_before_minutes": spec.escalate_before_minutes, "freeze_pending": spec.freeze_pending,
         }
         rule = existing.get((spec.project.lower(), spec.environment))
         created = rule is None
@@ -124,6 +137,9 @@ def _apply_rules(config: UsersConfig, roles: dict[str, Role], approvers: dict[st
             "approvers": {person(n).pk for n in spec.approvers},
             "owners": {person(n).pk for n in spec.owners},
             "approver_roles": {roles[k].pk for k in spec.approver_roles},
+            "required_roles": {roles[k].pk for k in spec.required_roles},
+            "escalation_approvers": {person(n).pk for n in spec.escalation_approvers},
+            "escalation_roles": {roles[k].pk for k in spec.escalation_roles},
         }
         for attr, wanted in m2m.items():
             manager = getattr(rule, attr)
@@ -137,3 +153,53 @@ def _apply_rules(config: UsersConfig, roles: dict[str, Role], approvers: dict[st
         rule.is_active = False
         rule.save(update_fields=["is_active", "updated_at"])
         summary["rules_deactivated"] += 1
+
+
+# ---------------------------------------------------------------- app.json：封版窗口（X4）
+
+
+def app_apply(config: dict[str, Any]) -> dict[str, int]:
+    """把校验过的 app.json 里需要落库的部分写进数据库（目前是封版窗口）。调用方负责事务。"""
+    return freeze_windows_apply(config.get("freeze") or {})
+
+
+def _window_values(key: str, entry: dict[str, Any]) -> dict[str, Any]:
+    tz_name = entry.get("timezone") or ""
+    values: dict[str, Any] = {
+        "name": entry.get("name") or key, "environments": entry["environments"],
+        "projects": entry.get("projects") or [], "timezone": tz_name, "reason": entry.get("reason") or "",
+        "start_day": None, "start_time": None, "end_day": None, "end_time": None, "starts_at": None,
+        "ends_at": None, "is_active": True,
+    }
+    weekly = entry.get("weekly")
+    if weekly:
+        (start_day, start_time), (end_day, end_time) = (timespec.parse_weekly(weekly["start"]),
+                                                        timespec.parse_weekly(weekly["end"]))
+        values.update(kind=FreezeKind.WEEKLY, start_day=start_day, start_time=start_time, end_day=end_day,
+                      end_time=end_time)
+    else:
+        tz = timespec.zone(tz_name or settings.TIME_ZONE)
+        values.update(kind=FreezeKind.ONCE, starts_at=timespec.aware(timespec.parse_local(entry["start"]), tz),
+                      ends_at=timespec.aware(timespec.parse_local(entry["end"]), tz))
+    return values
+
+
+def freeze_windows_apply(section: dict[str, Any]) -> dict[str, int]:
+    """按键同步 source=file 的封版窗口：新的建、变了的改、文件里没有了的停用；后台与 Telegram 建的不动。"""
+    summary = dict.fromkeys(("freeze_created", "freeze_updated", "freeze_deactivated"), 0)
+    windows = section.get("windows") or {}
+    existing = {w.key: w for w in FreezeWindow.objects.filter(source=Source.FILE)}
+    for key, entry in windows.items():
+        values = _window_values(key, entry)
+        window = existing.get(key)
+        if window is None:
+            FreezeWindow.objects.create(key=key, source=Source.FILE, **values)
+            summary["freeze_created"] += 1
+        elif _save_changes(window, values):
+            summary["freeze_updated"] += 1
+    for key, window in existing.items():
+        if key not in windows and window.is_active:
+            window.is_active = False
+            window.save(update_fields=["is_active", "updated_at"])
+            summary["freeze_deactivated"] += 1
+    return summary

@@ -7,12 +7,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.utils.translation import gettext as _
 
 from ..environments import normalize_environment
+from ..matching import match_slots
 from ..models import Approver, ProjectRule, Role, Source
 from .errors import Collector, Path
 from .schema import TELEGRAM_USERNAME_RE, USERNAME_MAX
@@ -23,6 +25,7 @@ ROLE_KEY_RE = re.compile(r"^[\w-]{1,64}$")  # 与 Role.key（允许中文的 Slu
 ADMIN_ROLE_ALIASES = {"admin", "管理员"}
 PROJECT_MAX = 200
 ENVIRONMENT_MAX = 32
+FREEZE_KEY_RE = re.compile(r"^[\w.-]{1,64}$")
 SECRET_KEY_RE = re.compile(r"(token|secret|password|passwd|api_key)", re.IGNORECASE)
 
 
@@ -42,7 +45,7 @@ class Existing:
 
     @classmethod
     def load(cls) -> Existing:
-        return cls(roles=list(Role.objects.all()), approvers=list(Approver.objects.select_related("role")),
+        return cls(roles=list(Role.objects.all()), approvers=list(Approver.objects.select_related("role").prefetch_related("extra_roles")),
                    rules=list(ProjectRule.objects.all()))
 
 
@@ -274,34 +277,54 @@ def admin_rules_collisions_check(c: Collector, rules: list[RuleSpec], existing: 
             c.error(path, _("管理后台已有默认规则「%(rule)s」，配置文件不能再设默认审批人") % {"rule": admin_default})
 
 
-def required_approvals_check(c: Collector, users: dict[str, UserSpec], rules: list[RuleSpec],
-                             existing: Existing) -> None:
-    """所需票数不能超过可用审批人数，否则审批永远通不过，只能等超时。"""
-    role_members: dict[str, set[str]] = {}
+def _role_members(users: dict[str, UserSpec], existing: Existing) -> dict[str, set[str]]:
+    """角色 → 担任它的人（主角色与兼任角色；文件里的人与后台建的启用审批人）。"""
+    members: dict[str, set[str]] = {}
     for user in users.values():
-        role_members.setdefault(user.role, set()).add(user.username)
+        for role in (user.role, *user.extra_roles):
+            members.setdefault(role, set()).add(user.username)
     for username, approver in existing.admin_approvers.items():
-        role_members.setdefault(approver.role.key, set()).add(username)
+        members.setdefault(approver.role.key, set()).add(username)
+        for role in approver.extra_roles.all():
+            members.setdefault(role.key, set()).add(username)
+    return members
 
-    def pool(rule: RuleSpec | None) -> set[str] | None:
+
+def _approver_pools(users: dict[str, UserSpec], rules: list[RuleSpec],
+                    existing: Existing) -> tuple[Callable[[RuleSpec], set[str]], dict[str, set[str]]]:
+    """(rule → 能审批它的人, 角色 → 担任它的人)。能审批的人：规则自己点名的，否则项目基础规则的，
+    否则默认审批人（与 resolve_rule 的层次一致）。"""
+    members = _role_members(users, existing)
+    default = next((r for r in rules if r.is_default), None)
+    bases = {r.project: r for r in rules if not r.environment and not r.is_default}
+
+    def named(rule: RuleSpec | None) -> set[str] | None:
         if rule is None or not (rule.approvers or rule.approver_roles):
             return None
         people = set(rule.approvers)
         for role in rule.approver_roles:
-            people |= role_members.get(role, set())
+            people |= members.get(role, set())
         return people
 
-    default = next((r for r in rules if r.is_default), None)
-    bases = {r.project: r for r in rules if not r.environment and not r.is_default}
+    def pool(rule: RuleSpec) -> set[str]:
+        base = bases.get(rule.project) if rule.environment else None
+        for layer in (rule, base, default):
+            people = named(layer)
+            if people is not None:
+                return people
+        return set()
+
+    return pool, members
+
+
+def required_approvals_check(c: Collector, users: dict[str, UserSpec], rules: list[RuleSpec],
+                             existing: Existing) -> None:
+    """所需票数不能超过可用审批人数，否则审批永远通不过，只能等超时。"""
+    pool, _members = _approver_pools(users, rules, existing)
     for rule in rules:
         if rule.required_approvals is None:
             continue
-        base = bases.get(rule.project) if rule.environment else None
         people = pool(rule)
-        if people is None:
-            people = pool(base)
-        if people is None:
-            people = pool(default) or set()
         if rule.required_approvals > max(len(people), 1):
             path: Path = ("projects", rule.project)
             if rule.environment:
@@ -309,3 +332,36 @@ def required_approvals_check(c: Collector, users: dict[str, UserSpec], rules: li
             c.error((*path, "required_approvals"), _(
                 "需要 %(n)s 票同意，但只有 %(m)s 位可用审批人（%(names)s），审批永远无法通过") % {
                 "n": rule.required_approvals, "m": len(people), "names": "、".join(sorted(people)) or "-"})
+
+
+def required_roles_check(c: Collector, users: dict[str, UserSpec], rules: list[RuleSpec], existing: Existing) -> None:
+    """X1：要求的每个角色都得由可审批的人里不同的人担任，否则审批永远无法通过。"""
+    pool, members = _approver_pools(users, rules, existing)
+    for rule in rules:
+        if not rule.required_roles:
+            continue
+        people = pool(rule)
+        # 没有点名任何审批人时只有管理员能批，无从预知是谁：只要求有人担任这个角色
+        holders = {role: members.get(role, set()) & people if people else members.get(role, set())
+                   for role in rule.required_roles}
+        filled = match_slots(rule.required_roles, holders)
+        path: Path = ("default_approvers",) if rule.is_default else ("projects", rule.project)
+        if rule.environment:
+            path = (*path, "environments", rule.environment)
+        for index, role in enumerate(rule.required_roles):
+            if role in filled:
+                continue
+            if not holders[role]:
+                message = _("要求角色「%(role)s」的一票，但可审批的人（%(names)s）里没有人担任这个角色，审批永远无法通过") % {
+                    "role": role, "names": "、".join(sorted(people)) or "-"}
+            else:
+                message = _("角色「%(role)s」只能由已占用其他必需角色的人担任（一人只算一个角色），审批永远无法通过") % {
+                    "role": role}
+            c.error((*path, "required_roles", index), message)
+
+
+def freeze_keys_check(c: Collector, windows: dict[str, Any]) -> None:
+    """封版窗口的键是它在库里的标识（加载器按它同步），要短而稳定。"""
+    for key in windows:
+        if not FREEZE_KEY_RE.match(key):
+            c.error(("freeze", "windows", key), _("窗口标识只能包含字母、数字、下划线、点或连字符（最多 64 个字符）"))

@@ -42,6 +42,18 @@ MESSAGES: dict[str, Promise] = {
     "telegram_username": gettext_lazy("「%(tg)s」不是合法的 Telegram 用户名（字母、数字、下划线）"),
     "zero_chat_id": gettext_lazy("不能为 0（Telegram 群 ID，群组是负数，如 -1001234567890）"),
     "project_level_only": gettext_lazy("只能写在项目一级，不能写在环境里"),
+    "clock_time": gettext_lazy("「%(time)s」不是合法的时间，要写成 24 小时制的 \"HH:MM\"，如 \"03:30\""),
+    # 发布策略（封版、升级）
+    "freeze_pending": gettext_lazy("未知的封版待审批策略 %(value)s，只能是 wait（继续等待）或 refuse（封版开始时拒绝）"),
+    "escalation_nobody": gettext_lazy("升级至少要写 approvers（人）或 roles（角色）中的一项"),
+    "escalation_when": gettext_lazy("升级至少要写 after_reminders（提醒几次后）或 before_deadline_minutes（截止前几分钟）中的一项"),
+    "weekly_time": gettext_lazy("「%(text)s」不是合法的每周时间，要写成“星期 时:分”，如 \"fri 18:00\" 或 \"周五 18:00\""),
+    "weekly_same": gettext_lazy("每周窗口的开始与结束不能是同一时刻"),
+    "freeze_datetime": gettext_lazy("「%(text)s」不是合法的时间，要写成 \"2026-12-24 18:00\"（按 timezone 的本地时间）或带时区的 ISO 8601"),
+    "freeze_range": gettext_lazy("结束时间 %(end)s 必须晚于开始时间 %(start)s"),
+    "freeze_form": gettext_lazy("要么写 weekly（每周重复），要么同时写 start 与 end（一次性），只能二选一"),
+    "freeze_environments": gettext_lazy("至少写一个环境，如 [\"production\"]；\"*\" 表示所有环境"),
+    "timezone": gettext_lazy("未知的时区「%(tz)s」，要写 IANA 时区名，如 \"Asia/Shanghai\""),
 }
 UNKNOWN_PROBLEM = gettext_lazy("值 %(value)s 不合法")
 RANGE_TYPES = ("greater_than_equal", "less_than_equal")
@@ -58,6 +70,10 @@ INT_HINTS: dict[str, Promise] = {
     "chat_id": gettext_lazy("（Telegram 群 ID，群组是负数，如 -1001234567890）"),
     "default_chat_id": gettext_lazy("（Telegram 群 ID，群组是负数，如 -1001234567890）"),
     "allowed_chat_ids": gettext_lazy("（Telegram 群 ID）"),
+    "keep": gettext_lazy("（保留的备份份数）"),
+    "after_minutes": gettext_lazy("（分钟数）"),
+    "after_reminders": gettext_lazy("（提醒次数）"),
+    "before_deadline_minutes": gettext_lazy("（分钟数）"),
 }
 DAYS_HINT = gettext_lazy("（天数）")
 

@@ -22,7 +22,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import pgettext
 
 from ..models import ConfigState
-from .apply import users_apply
+from .apply import app_apply, users_apply
 from .errors import ConfigError
 from .validate import app_validate, users_validate
 
@@ -78,6 +78,7 @@ def _label(key: str) -> str:
         "users_created": _("新建审批人"), "users_updated": _("更新审批人"), "users_deactivated": _("停用审批人"),
         "rules_created": _("新建规则"), "rules_updated": _("更新规则"), "rules_deactivated": _("停用规则"),
         "keys": _("配置项"),
+        "freeze_created": _("新建封版窗口"), "freeze_updated": _("更新封版窗口"), "freeze_deactivated": _("停用封版窗口"),
     }
     return labels.get(key, key)
 
@@ -190,7 +191,8 @@ def config_load(name: str, *, apply: bool = True, force: bool = True) -> LoadRes
                 stored = {k: v for k, v in data.items() if not k.startswith("_")}
             else:
                 stored = config
-                result.summary = {"keys": sum(len(v) if isinstance(v, dict) else 1 for v in config.values())}
+                result.summary = {"keys": sum(len(v) if isinstance(v, dict) else 1 for v in config.values()),
+                                  **app_apply(config)}
             state.path = str(path)
             state.data = stored
             state.checksum = result.checksum

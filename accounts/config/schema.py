@@ -7,6 +7,7 @@
 import re
 from typing import Annotated, Any, Literal, Self
 
+from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
 from pydantic import (
@@ -29,12 +30,14 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from ..environments import normalize_environment
-from ..models import MAX_TIMEOUT_MINUTES, TimeoutPolicy
+from ..models import MAX_TIMEOUT_MINUTES, FreezePending, TimeoutPolicy
+from . import timespec
 
 MAX_TELEGRAM_ID = 2**53  # Telegram 用户 id 最多 52 位
 USERNAME_MAX = 150
 ROLE_KEY_MAX = 64
 TELEGRAM_USERNAME_RE = re.compile(r"^[A-Za-z0-9_]{3,32}$")
+CLOCK_TIME_RE = re.compile(r"^(\d{1,2}):(\d{2})$")
 
 
 def strip_comments(value: Any) -> Any:
@@ -85,6 +88,14 @@ def _nonzero(value: int) -> int:
     return value
 
 
+def _clock_time(value: str) -> str:
+    """"HH:MM"（24 小时制），规范成两位数的写法。"""
+    match = CLOCK_TIME_RE.match(value)
+    if not match or int(match[1]) > 23 or int(match[2]) > 59:
+        raise PydanticCustomError("clock_time", "invalid time {time}", {"time": value})
+    return f"{int(match[1]):02d}:{match[2]}"
+
+
 def _project_level_only(value: Any) -> Any:
     raise PydanticCustomError("project_level_only", "only allowed at project level")
 
@@ -114,6 +125,7 @@ TimeoutPolicyName = Annotated[Literal[tuple(TimeoutPolicy.values)], _reworded("t
 Backoff = Annotated[float, Field(ge=1, le=10), _reworded("backoff")]
 Days = Annotated[StrictInt, Field(ge=0, le=36500)]  # 0 = 永久保留（显式关闭这一类的清理）
 ProjectLevelOnly = Annotated[Any, AfterValidator(_project_level_only)]
+ClockTime = Annotated[StrictStr, AfterValidator(_clock_time)]
 
 
 class Section(BaseModel):
@@ -147,6 +159,26 @@ class Reminders(Section):
     max_count: Annotated[StrictInt, Field(ge=0, le=100)] | None = None
 
 
+FreezePendingName = Annotated[Literal[tuple(FreezePending.values)], _reworded("freeze_pending")]
+
+
+class Escalation(Section):
+    """X15：无人决定时拉进来的人（approvers）或角色（roles），以及时机（提醒几次后、截止前几分钟，任一先到）。"""
+
+    approvers: UserRefs = []
+    roles: RoleRefs = []
+    after_reminders: Annotated[StrictInt, Field(ge=1, le=100)] = None
+    before_deadline_minutes: Annotated[StrictInt, Field(ge=1, le=MAX_TIMEOUT_MINUTES)] = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> Self:
+        if not (self.approvers or self.roles):
+            raise PydanticCustomError("escalation_nobody", "escalation needs approvers or roles")
+        if self.after_reminders is None and self.before_deadline_minutes is None:
+            raise PydanticCustomError("escalation_when", "escalation needs after_reminders or before_deadline_minutes")
+        return self
+
+
 # ---------------------------------------------------------------- users.json
 
 
@@ -170,6 +202,7 @@ class UserEntry(Section):
     projects: Names = []
     environments: Environments = []
     jenkins_user: Text150 = ""
+    roles: RoleRefs = []  # 兼任的角色（X1）
 
     @classmethod
     def shorthand(cls, value: Any) -> Any:
@@ -188,6 +221,9 @@ class RuleEntry(Section):
     timeout_policy: TimeoutPolicyName | None = None
     stop_build: StrictBool | None = None
     reminders: Reminders | None = None
+    required_roles: RoleRefs = []  # X1：这些角色各要一人同意
+    escalation: Escalation | None = None  # X15
+    freeze_pending: FreezePendingName | None = None  # X4：封版开始时仍在等的审批
 
 
 class EnvironmentRule(RuleEntry):
@@ -272,6 +308,95 @@ class RetentionSection(OpenSection):
         return result
 
 
+class BackupSection(Section):
+    """每日备份（D7）：保留最近几份、每天几点（TIME_ZONE 的本地时间）。"""
+
+    keep: Annotated[StrictInt, Field(ge=1, le=1000)] = None
+    time: ClockTime = None
+
+
+class AlertsSection(Section):
+    """告警（O3）：组件持续失败多少分钟才告警；0 = 第一次检查失败就告警。"""
+
+    after_minutes: Annotated[StrictInt, Field(ge=0, le=24 * 60)] = None
+
+
+def _weekly_time(value: str) -> str:
+    parsed = timespec.parse_weekly(value)
+    if parsed is None:
+        raise PydanticCustomError("weekly_time", "invalid weekly time {text}", {"text": value})
+    return timespec.format_weekly(*parsed)
+
+
+def _local_datetime(value: str) -> str:
+    parsed = timespec.parse_local(value)
+    if parsed is None:
+        raise PydanticCustomError("freeze_datetime", "invalid date time {text}", {"text": value})
+    return parsed.isoformat(timespec="minutes") if parsed.second == 0 else parsed.isoformat()
+
+
+def _timezone(value: str) -> str:
+    if timespec.zone(value) is None:
+        raise PydanticCustomError("timezone", "unknown time zone {tz}", {"tz": value})
+    return value
+
+
+def _freeze_environments(values: list[str]) -> list[str]:
+    if not values:
+        raise PydanticCustomError("freeze_environments", "at least one environment")
+    return values
+
+
+WeeklyTime = Annotated[StrictStr, AfterValidator(_weekly_time)]
+LocalDateTime = Annotated[StrictStr, AfterValidator(_local_datetime)]
+TimeZoneName = Annotated[Text64, AfterValidator(_timezone)]
+FreezeEnvironments = Annotated[Environments, AfterValidator(_freeze_environments)]
+
+
+class WeeklySpan(Section):
+    start: WeeklyTime
+    end: WeeklyTime
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Self:
+        if self.start == self.end:
+            raise PydanticCustomError("weekly_same", "start equals end")
+        return self
+
+
+class FreezeWindowEntry(Section):
+    """一个封版窗口：weekly（每周重复）或 start/end（一次性），二选一；时间按 timezone（缺省 TIME_ZONE）。"""
+
+    name: Text100 = None
+    environments: FreezeEnvironments
+    projects: Names = []
+    timezone: TimeZoneName = None
+    reason: Annotated[StrictStr, StringConstraints(strip_whitespace=True, max_length=500)] = None
+    weekly: WeeklySpan = None
+    start: LocalDateTime = None
+    end: LocalDateTime = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Self:
+        once = self.start is not None or self.end is not None
+        if (self.weekly is None) == (not once) or (once and (self.start is None or self.end is None)):
+            raise PydanticCustomError("freeze_form", "weekly or start/end")
+        if once:
+            tz = timespec.zone(self.timezone or settings.TIME_ZONE)
+            start = timespec.aware(timespec.parse_local(self.start), tz)
+            end = timespec.aware(timespec.parse_local(self.end), tz)
+            if end <= start:
+                raise PydanticCustomError("freeze_range", "end before start", {"start": self.start, "end": self.end})
+        return self
+
+
+class FreezeSection(Section):
+    """X4：封版窗口与封版开始时待审批的默认处理（规则的 freeze_pending 优先）。"""
+
+    pending: FreezePendingName = None
+    windows: Annotated[dict[str, FreezeWindowEntry], BeforeValidator(strip_comments)] = {}
+
+
 class AppFile(OpenSection):
     """app.json：approval 与 reminders 完全归本加载器解释（未知键报错）；其余分区可能被其他模块读取。"""
 
@@ -279,3 +404,6 @@ class AppFile(OpenSection):
     reminders: Reminders = None
     telegram: TelegramSection = None
     retention: RetentionSection = None
+    backup: BackupSection = None
+    alerts: AlertsSection = None
+    freeze: FreezeSection = None

@@ -29,6 +29,7 @@ class UserSpec:
     projects: list[str] = field(default_factory=list)
     environments: list[str] = field(default_factory=list)
     jenkins_user: str = ""
+    extra_roles: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -49,6 +50,12 @@ class RuleSpec:
     reminder_interval_minutes: int | None = None
     reminder_backoff: float | None = None
     reminder_max_count: int | None = None
+    required_roles: list[str] = field(default_factory=list)
+    escalation_approvers: list[str] = field(default_factory=list)
+    escalation_roles: list[str] = field(default_factory=list)
+    escalate_after_reminders: int | None = None
+    escalate_before_minutes: int | None = None
+    freeze_pending: str = ""
 
 
 @dataclass

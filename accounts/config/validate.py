@@ -52,6 +52,7 @@ def users_validate(data: dict[str, Any], *, file_label: str = "users.json") -> t
     checks.admin_roles_collisions_check(c, roles, existing)
     checks.admin_rules_collisions_check(c, rules, existing)
     checks.required_approvals_check(c, users, rules, existing)
+    checks.required_roles_check(c, users, rules, existing)
     c.raise_if_errors()
     return UsersConfig(roles=roles, users=users, rules=rules), c.warnings
 
@@ -90,12 +91,15 @@ def _users(c: Collector, records: dict[str, Any], base: Path, roles: dict[str, R
         role = checks.role_resolve(c, roles, existing, entry.role, (*path, "role"), create=True)
         if role is None:
             continue
+        extra = [checks.role_resolve(c, roles, existing, r, (*path, "roles", i), create=True)
+                 for i, r in enumerate(entry.roles)]
         users[username] = UserSpec(
             username=username, role=role, telegram_id=entry.telegram_id,
             telegram_username=(entry.telegram_username if entry.telegram_username is not None
                                else checks.default_telegram_username(username)),
             email=entry.email, display_name=entry.name, projects=entry.projects,
             environments=entry.environments, jenkins_user=entry.jenkins_user,
+            extra_roles=[r for r in dict.fromkeys(extra) if r and r != role],
         )
         paths[username] = path
     return users, paths
@@ -143,7 +147,28 @@ def _rule(c: Collector, entry: RuleEntry, rule: RuleSpec, path: Path, roles: dic
         rule.reminder_interval_minutes = entry.reminders.interval_minutes
         rule.reminder_backoff = entry.reminders.backoff
         rule.reminder_max_count = entry.reminders.max_count
+    _policy(c, entry, rule, path, roles, users, existing)
     return rule
+
+
+def _policy(c: Collector, entry: RuleEntry, rule: RuleSpec, path: Path, roles: dict[str, RoleSpec],
+            users: dict[str, UserSpec], existing: Existing) -> None:
+    """发布策略的键：必需角色（X1）、升级（X15）、封版开始时的待审批（X4）。"""
+    refs = [checks.role_resolve(c, roles, existing, r, (*path, "required_roles", i), create=False)
+            for i, r in enumerate(entry.required_roles)]
+    rule.required_roles = [r for r in dict.fromkeys(refs) if r]
+    rule.freeze_pending = entry.freeze_pending or ""
+    escalation = entry.escalation
+    if escalation is None:
+        return
+    where = (*path, "escalation")
+    rule.escalation_approvers = checks.user_refs_resolve(c, escalation.approvers, (*where, "approvers"), users,
+                                                         existing)
+    refs = [checks.role_resolve(c, roles, existing, r, (*where, "roles", i), create=False)
+            for i, r in enumerate(escalation.roles)]
+    rule.escalation_roles = [r for r in dict.fromkeys(refs) if r]
+    rule.escalate_after_reminders = escalation.after_reminders
+    rule.escalate_before_minutes = escalation.before_deadline_minutes
 
 
 # ---------------------------------------------------------------- app.json
@@ -155,6 +180,8 @@ def app_validate(data: dict[str, Any], *, file_label: str = "app.json") -> tuple
     data = strip_comments(data)
     checks.secrets_check(c, data)
     app = c.validate(AppFile, data)
+    if app is not None and app.freeze is not None:
+        checks.freeze_keys_check(c, app.freeze.windows)
     c.raise_if_errors()
     _unknown_keys_warn(c, app, ())
     out: dict[str, Any] = {}

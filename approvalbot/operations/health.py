@@ -15,17 +15,27 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
+from approvals.models import Approval, JenkinsActionState, Status
 from jenkins_bridge.client import server_status
 from jenkins_bridge.models import ENV_SERVER_NAME, ENV_SERVER_TOKEN_VARIABLE, JenkinsServer
 
-from .models import Heartbeat
+from .models import BackupRun, BackupStatus, Heartbeat, Lease
 
 logger = logging.getLogger(__name__)
 
 EXTERNAL_CHECK_TTL = 30.0
+WORKER_HEARTBEAT_PREFIX = "worker:"
+# worker 每 WORKER_HEARTBEAT_SECONDS 写一次心跳；三次没写算停了
+WORKER_HEARTBEAT_SECONDS = 20
+WORKER_MAX_AGE = timedelta(seconds=3 * WORKER_HEARTBEAT_SECONDS)
+# 每日备份：最近一次成功的备份超过一天多两小时就算过期（留出备份本身与重试的时间）
+BACKUP_MAX_AGE = timedelta(hours=26)
+# Jenkins 操作决定后这么久仍在“等待执行”算卡住（重试退避封顶 10 分钟，再留余量）
+JENKINS_ACTION_STUCK_AFTER = timedelta(minutes=15)
+JENKINS_ACTION_FAILED_WINDOW = timedelta(hours=24)
 EXTERNAL_CHECK_TIMEOUT = 3.0
 BROKER_TIMEOUT = 2.0
 
@@ -115,24 +125,105 @@ def check_beat() -> dict[str, Any]:
     # 心跳每个扫描周期一次；三个周期（至少 2 分钟）没有新的，说明 beat 或 worker 停了
     max_age = timedelta(seconds=max(3 * settings.SWEEP_INTERVAL_SECONDS, 120))
     age = timezone.now() - beat.at
-    return {"status": "ok" if age <= max_age else "stale", "last_run": beat.at.isoformat(),
-            "age_seconds": int(age.total_seconds())}
+    result = {"status": "ok" if age <= max_age else "stale", "last_run": beat.at.isoformat(),
+              "age_seconds": int(age.total_seconds())}
+    lease = Lease.objects.filter(name="beat", expires_at__gt=timezone.now()).first()
+    if lease is not None:
+        result["scheduler"] = lease.holder  # 多个 beat 时正在调度的那个
+    return result
+
+
+def check_worker() -> dict[str, Any]:
+    """worker 自己写的心跳（每个 worker 一行）：最近 WORKER_MAX_AGE 内有一个就算可用。"""
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        return {"status": "ok", "mode": "eager"}  # 任务在调用方进程里同步执行，没有 worker
+    now = timezone.now()
+    beats = list(Heartbeat.objects.filter(name__startswith=WORKER_HEARTBEAT_PREFIX).order_by("-at")[:50])
+    alive = [b for b in beats if now - b.at <= WORKER_MAX_AGE]
+    result: dict[str, Any] = {"alive": len(alive), "last_seen": beats[0].at.isoformat() if beats else None}
+    result["status"] = "ok" if alive else "error"
+    if beats and not alive:
+        result["age_seconds"] = int((now - beats[0].at).total_seconds())
+    return result
+
+
+def check_backup() -> dict[str, Any]:
+    """最近一次成功备份的时间与年龄；最近一次结束的备份失败了是 error，成功的太旧是 stale，从没备份过是 none。"""
+    now = timezone.now()
+    last_ok = BackupRun.objects.filter(status=BackupStatus.OK).order_by("-finished_at").first()
+    last = BackupRun.objects.exclude(status=BackupStatus.RUNNING).order_by("-finished_at", "-id").first()
+    result: dict[str, Any] = {"last_ok_at": last_ok.finished_at.isoformat() if last_ok else None}
+    if last_ok is not None:
+        result["age_seconds"] = int((now - last_ok.finished_at).total_seconds())
+        result["file"] = last_ok.file_name
+    if last is not None and last.status == BackupStatus.FAILED:
+        result.update(status="error", last_error=last.error[:300], failed_at=last.finished_at.isoformat())
+    elif last_ok is None:
+        result["status"] = "none"
+    else:
+        result["status"] = "ok" if now - last_ok.finished_at <= BACKUP_MAX_AGE else "stale"
+    return result
+
+
+def check_approvals() -> dict[str, Any]:
+    """最老的待审批与截止时间：过了截止时间还没被超时扫描关掉（多等几个扫描周期），说明扫描停了。"""
+    now = timezone.now()
+    grace = timedelta(seconds=max(3 * settings.SWEEP_INTERVAL_SECONDS, 120))
+    pending = Approval.objects.filter(status=Status.PENDING)
+    oldest = pending.order_by("created_at", "id").only("public_id", "created_at", "expires_at").first()
+    overdue = pending.filter(expires_at__lt=now - grace)
+    result: dict[str, Any] = {"pending": pending.count(), "overdue": overdue.count()}
+    if oldest is not None:
+        result.update(oldest=oldest.public_id, oldest_created_at=oldest.created_at.isoformat(),
+                      oldest_expires_at=oldest.expires_at.isoformat())
+    if result["overdue"]:
+        first = overdue.order_by("expires_at", "id").only("public_id", "expires_at").first()
+        result.update(oldest_overdue=first.public_id,
+                      overdue_seconds=int((now - first.expires_at).total_seconds()))
+    result["status"] = "error" if result["overdue"] else "ok"
+    return result
+
+
+def check_jenkins_actions() -> dict[str, Any]:
+    """决定之后的 Jenkins 继续/中止：卡在“等待执行”太久（不含在等 input 出现的）或最近一天内彻底失败的。"""
+    now = timezone.now()
+    stuck = (Approval.objects.filter(jenkins_action_state=JenkinsActionState.PENDING,
+                                     decided_at__lte=now - JENKINS_ACTION_STUCK_AFTER)
+             .exclude(jenkins_watch__awaiting_input_since__isnull=False))
+    failed = Approval.objects.filter(jenkins_action_state=JenkinsActionState.FAILED,
+                                     jenkins_action_at__gte=now - JENKINS_ACTION_FAILED_WINDOW)
+    result: dict[str, Any] = {"stuck": stuck.count(), "failed_24h": failed.count()}
+    examples = [*stuck.values_list("public_id", flat=True)[:5], *failed.values_list("public_id", flat=True)[:5]]
+    result["examples"] = list(dict.fromkeys(examples))[:5]
+    result["status"] = "error" if result["stuck"] or result["failed_24h"] else "ok"
+    return result
 
 
 CRITICAL = ("database", "broker")
+# 这些组件的检查要读数据库：数据库不可用时是 unknown
+DATABASE_COMPONENTS = ("beat", "worker", "jenkins", "telegram", "backup", "approvals", "jenkins_actions")
+FAILING = ("error", "stale", "degraded")
 
 
 def health_report() -> dict[str, Any]:
     """全部组件的状态：数据库与 broker 是关键组件（任一失败 status=error），其余的问题是 degraded。"""
     components: dict[str, dict[str, Any]] = {"database": check_database(), "broker": check_broker()}
     if components["database"]["status"] == "ok":
-        components["beat"] = check_beat()
-        components["jenkins"] = check_jenkins()
-        components["telegram"] = check_telegram()
+        checks = (("beat", check_beat), ("worker", check_worker), ("jenkins", check_jenkins),
+                  ("telegram", check_telegram), ("backup", check_backup), ("approvals", check_approvals),
+                  ("jenkins_actions", check_jenkins_actions))
+        for name, check in checks:
+            try:
+                components[name] = check()
+            except DatabaseError as exc:
+                # 连接在检查途中断开（数据库重启、故障切换）：如实报告数据库失败，仍然回答 JSON
+                logger.warning("健康检查：检查 %s 时数据库出错：%s", name, exc)
+                components["database"] = {"status": "error", "error": exc.__class__.__name__}
+                break
+        components.update({name: {"status": "unknown"} for name in DATABASE_COMPONENTS if name not in components})
     else:
-        components.update({name: {"status": "unknown"} for name in ("beat", "jenkins", "telegram")})
+        components.update({name: {"status": "unknown"} for name in DATABASE_COMPONENTS})
     critical_ok = all(components[name]["status"] == "ok" for name in CRITICAL)
-    degraded = any(c["status"] in ("error", "stale", "degraded") for name, c in components.items()
-                   if name not in CRITICAL)
+    degraded = any(c["status"] in FAILING for name, c in components.items() if name not in CRITICAL)
     overall = "error" if not critical_ok else ("degraded" if degraded else "ok")
     return {"status": overall, "components": components, "time": timezone.now().isoformat()}

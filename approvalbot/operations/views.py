@@ -10,8 +10,8 @@ from django.views.decorators.http import require_GET
 
 from .health import health_report
 
-# /health 不需要登录（负载均衡探测用）：失败明细（审批编号、群 ID、错误原文）只给已登录的后台用户看
-DETAIL_KEYS = ("recent_failures", "failed_chats")
+# /health 不需要登录（负载均衡探测用）：失败明细（审批编号、群 ID、错误原文、备份文件名）只给已登录的后台用户看
+DETAIL_KEYS = ("recent_failures", "failed_chats", "examples", "oldest", "oldest_overdue", "last_error", "file")
 
 
 def _public_summary(component: dict[str, Any]) -> dict[str, Any]:
@@ -26,7 +26,7 @@ def _public_summary(component: dict[str, Any]) -> dict[str, Any]:
 def health_view(request: HttpRequest) -> JsonResponse:
     report = health_report()
     if not (request.user.is_authenticated and request.user.is_staff):
-        report["components"]["telegram"] = _public_summary(report["components"]["telegram"])
+        report["components"] = {name: _public_summary(c) for name, c in report["components"].items()}
     return JsonResponse(report, status=200 if report["status"] != "error" else 503,
                         json_dumps_params={"ensure_ascii": False})
 

@@ -11,12 +11,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from asgiref.sync import sync_to_async
 
 from .errors import json_bytes
 from .longpoll import MARKER_HEADER, SCOPE_FLAG, watcher
+
+logger = logging.getLogger(__name__)
 
 WAIT_PATH = "/api/stage/approval/wait"
 MARKER = MARKER_HEADER.lower().encode("ascii")
@@ -59,9 +62,7 @@ class LongPollMiddleware:
         if reply is False:
             return  # 客户端已断开
         if reply is None:
-            from .views import _reply_for
-
-            reply = await sync_to_async(_reply_for)(int(pk_text))
+            reply = await sync_to_async(_latest_reply, thread_sensitive=False)(int(pk_text))
         body = json_bytes(reply) if reply else held["body"]
         headers = [(name, value) for name, value in held["start"].get("headers") or []
                    if name.lower() not in (MARKER, b"content-length")]
@@ -82,6 +83,24 @@ class LongPollMiddleware:
         waiter.cancel()
         await asyncio.gather(waiter, return_exceptions=True)  # 让等待者的登记当场清除
         return False
+
+
+def _latest_reply(pk: int) -> dict | None:
+    """等到时间仍未决定：读一次最新状态（票数可能变了）。像一个请求那样管理本线程的连接——否则断掉的连接
+    （数据库重启、wait_timeout）会一直留在这个线程里，之后每一次超时的长轮询都失败。读不到时退回
+    等待开始时的回答（那也是正确的、只是旧一点的状态）。"""
+    from django.db import DatabaseError, close_old_connections
+
+    from .views import _reply_for
+
+    close_old_connections()
+    try:
+        return _reply_for(pk)
+    except DatabaseError:
+        logger.warning("长轮询到时读取审批 %s 的最新状态失败，返回等待开始时的状态", pk, exc_info=True)
+        return None
+    finally:
+        close_old_connections()
 
 
 def longpoll_asgi(app: Any) -> LongPollMiddleware:

@@ -2,6 +2,9 @@
 
 DRF 视图里的异常由 api_exception_handler 转换；Django 自己在 /api/ 下产生的 404/500
 （路由不存在、中间件或视图外的崩溃）由 api_error_middleware 转换。
+Host 头不在 ALLOWED_HOSTS 里的请求（Jenkins 用内网地址访问时最常见）也在这里回答：API 是 disallowed_host，
+网页是一页说明；日志里写明要改 DJANGO_ALLOWED_HOSTS，DEBUG 时回答里也写明。
+日志是给运维看的：一律用配置的语言（LANGUAGE_CODE），不随发请求的浏览器变。
 """
 
 from __future__ import annotations
@@ -11,9 +14,12 @@ import logging
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.conf import settings
+from django.core.exceptions import DisallowedHost, RequestDataTooBig, TooManyFieldsSent
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.template.loader import render_to_string
+from django.utils import translation
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from rest_framework import exceptions, status
@@ -111,6 +117,42 @@ _DJANGO_ERRORS = {
 }
 
 
+HOST_SETTING = "DJANGO_ALLOWED_HOSTS"
+
+
+def _disallowed_host(request: HttpRequest) -> str | None:
+    """Host 头不被接受时返回它（截短），否则 None。Django 自己要到 CommonMiddleware 才检查，那时只剩一句 400。"""
+    try:
+        request.get_host()
+    except DisallowedHost:
+        raw = request._get_raw_host() if hasattr(request, "_get_raw_host") else request.META.get("HTTP_HOST", "")
+        return str(raw)[:200]
+    return None
+
+
+def disallowed_host_response(request: HttpRequest, host: str) -> HttpResponse:
+    """400：API 是统一的错误形状（code=disallowed_host），网页是一页说明。DEBUG 时写明改哪个设置。"""
+    logger.warning("拒绝了 Host 头为 %r 的请求（%s %s）：这个主机名不在 %s 里。Jenkins 或反向代理用这个地址访问时，"
+                   "把它加进 %s（逗号分隔）并重启 web 进程", host, request.method, request.path[:200],
+                   HOST_SETTING, HOST_SETTING)
+    # LocaleMiddleware 还没运行：回答用访问者的语言，日志（上面）用配置的语言
+    with translation.override(translation.get_language_from_request(request)):
+        if settings.DEBUG:
+            message = _("主机名「%(host)s」不在 %(setting)s 里：把它加进去（逗号分隔，例如 "
+                        "%(setting)s=localhost,127.0.0.1,%(host)s）后重启 web 进程。") % {
+                "host": host, "setting": HOST_SETTING}
+            details = {"host": host, "setting": HOST_SETTING}
+        else:
+            message = _("请求的主机名不在本服务允许的列表里。请服务管理员查看服务器日志。")
+            details = {}
+        if request.path.startswith(API_PREFIX):
+            return JsonResponse(error_payload("disallowed_host", message, details), status=400,
+                                json_dumps_params={"ensure_ascii": False})
+        html = render_to_string("errors/disallowed_host.html", {"message": message,
+                                                                "language": translation.get_language()})
+    return HttpResponse(html, status=400, content_type="text/html; charset=utf-8")
+
+
 def _convert(request: HttpRequest, response: HttpResponse) -> HttpResponse:
     if not request.path.startswith(API_PREFIX) or response.status_code < 400:
         return response
@@ -126,16 +168,23 @@ def _convert(request: HttpRequest, response: HttpResponse) -> HttpResponse:
 
 
 def api_error_middleware(get_response):
-    """把 /api/ 下 Django 生成的 HTML 错误页（404 路由不存在、500 崩溃）换成统一的 JSON 错误形状。"""
+    """把 /api/ 下 Django 生成的 HTML 错误页（404 路由不存在、500 崩溃）换成统一的 JSON 错误形状；
+    不被接受的 Host 头在进入后面的中间件之前就回答（API 与网页都说清原因）。"""
     if iscoroutinefunction(get_response):
 
         async def middleware(request: HttpRequest) -> HttpResponse:
+            host = _disallowed_host(request)
+            if host is not None:
+                return disallowed_host_response(request, host)
             return _convert(request, await get_response(request))
 
         markcoroutinefunction(middleware)
     else:
 
         def middleware(request: HttpRequest) -> HttpResponse:
+            host = _disallowed_host(request)
+            if host is not None:
+                return disallowed_host_response(request, host)
             return _convert(request, get_response(request))
 
     return middleware

@@ -14,11 +14,19 @@ from django.utils.translation import gettext_lazy
 from rest_framework import serializers
 
 from accounts.models import MAX_TIMEOUT_MINUTES
+from approvals.display import voter_label
 from approvals.links import log_url, status_url
 from approvals.models import Approval, BuildResultValue, Status
 
 from ..models import JenkinsServer
-from .fields import RequiredAlternatives, SecondsField, TextField, UpperChoiceField, WholeNumberField
+from .fields import (
+    DocumentedField,
+    RequiredAlternatives,
+    SecondsField,
+    TextField,
+    UpperChoiceField,
+    WholeNumberField,
+)
 
 # 字段的各种写法（J3）：规范名在前；Jenkins 的环境变量名、下划线/大写变体都认
 WAIT_ALIASES: dict[str, tuple[str, ...]] = {
@@ -39,6 +47,8 @@ WAIT_ALIASES: dict[str, tuple[str, ...]] = {
     "jenkins": ("jenkins", "JENKINS", "jenkins_server"),
     "result": ("result", "RESULT", "BUILD_RESULT", "build_result", "currentBuild.result"),
     "duration": ("duration", "DURATION", "duration_ms"),
+    "emergency": ("emergency", "EMERGENCY", "is_emergency"),
+    "emergency_reason": ("emergency_reason", "EMERGENCY_REASON", "emergencyReason"),
 }
 
 
@@ -170,6 +180,29 @@ def _text(name: str, help_text: str, max_length: int, **kwargs: Any) -> TextFiel
                      help_text=alias_help(help_text, name), **kwargs)
 
 
+_FLAG_VALUES = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False, "": False}
+_FLAG_PATTERN = r"^\s*([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|[Yy][Ee][Ss]|[Nn][Oo]|1|0)?\s*$"
+
+
+class FlagField(DocumentedField, serializers.BooleanField):
+    """是/否：JSON 的 true/false、0/1，或字符串 true/false/yes/no/1/0（大小写与首尾空白不计；空串是否）。"""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if isinstance(data, bool):
+            return data
+        if isinstance(data, int) and data in (0, 1):
+            return bool(data)
+        if isinstance(data, str) and data.strip().lower() in _FLAG_VALUES:
+            return _FLAG_VALUES[data.strip().lower()]
+        self.fail("invalid", input=str(data)[:20])
+
+    def openapi_schema(self, location: str) -> dict[str, Any]:
+        text = {"type": "string", "pattern": _FLAG_PATTERN}
+        if location == "query":
+            return text
+        return {"oneOf": [{"type": "boolean"}, {"type": "integer", "enum": [0, 1]}, text]}
+
+
 class WaitInputSerializer(RequiredAlternatives, serializers.Serializer):
     """没有 id 时，必须有项目（project 或 job_name，任一写法）与构建号；有 id 时只查询那条审批。"""
 
@@ -196,6 +229,11 @@ class WaitInputSerializer(RequiredAlternatives, serializers.Serializer):
     id = _text("id", gettext_lazy("已有审批的编号（轮询）"), 32)
     jenkins = JenkinsServerField(required=False, allow_blank=True, allow_null=True, default=None,
                                  help_text=alias_help(gettext_lazy("Jenkins 服务器名（默认服务器可省略）"), "jenkins"))
+    emergency = FlagField(required=False, default=False, help_text=alias_help(gettext_lazy(
+        "紧急发布：封版期间也不被拒绝，但在规则的票数之外还要一位管理员同意；必须同时写 emergency_reason"),
+        "emergency"))
+    emergency_reason = _text("emergency_reason", gettext_lazy(
+        "紧急发布的理由（emergency 为真时必填，缺了是 400 emergency_reason_required）"), 1000)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if attrs.get("id"):
@@ -219,6 +257,17 @@ class WaitInputSerializer(RequiredAlternatives, serializers.Serializer):
         attrs["job_name"] = attrs.get("job_name") or attrs["project"]
         attrs["project"] = attrs.get("project") or attrs["job_name"]
         return attrs
+
+
+class FreezeSerializer(serializers.Serializer):
+    window = serializers.CharField(help_text=gettext_lazy("封版窗口的名称"))
+    ends_at = serializers.DateTimeField(allow_null=True, help_text=gettext_lazy("封版结束的时间"))
+
+
+class EmergencySerializer(serializers.Serializer):
+    reason = serializers.CharField()
+    admin_approval_required = serializers.BooleanField(help_text=gettext_lazy(
+        "true：突破了封版，在规则的票数之外还要一位管理员同意"))
 
 
 class LinksSerializer(serializers.Serializer):
@@ -245,6 +294,10 @@ class ApprovalReplySerializer(serializers.Serializer):
     decided_by = serializers.CharField(allow_null=True)
     reason = serializers.CharField()
     links = LinksSerializer()
+    reason_code = serializers.CharField(required=False, help_text=gettext_lazy(
+        "只在有机器可读的原因时出现：frozen 表示封版期间被拒绝"))
+    freeze = FreezeSerializer(required=False, help_text=gettext_lazy("只在封版拒绝或紧急发布突破封版时出现"))
+    emergency = EmergencySerializer(required=False, help_text=gettext_lazy("只在紧急发布时出现"))
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -270,16 +323,35 @@ def approval_reply(approval: Approval) -> dict[str, Any]:
         "reason": approval.reason,
         # 日志链接带签名（X5）：流水线日志里打印出来，点开即可看，不必登录
         "links": {"status": status_url(approval), "logs": log_url(approval)},
+        **policy_reply(approval),
     }
+
+
+def policy_reply(approval: Approval) -> dict[str, Any]:
+    """发布策略的字段（X4）：只在有时出现，普通审批的回答与从前完全一样。"""
+    extra: dict[str, Any] = {}
+    if approval.reason_code:
+        extra["reason_code"] = approval.reason_code
+    if approval.freeze_name:
+        extra["freeze"] = {"window": approval.freeze_name, "ends_at": _iso(approval.freeze_ends_at)}
+    if approval.emergency:
+        extra["emergency"] = {"reason": approval.emergency_reason,
+                              "admin_approval_required": approval.admin_approval_required}
+    return extra
 
 
 class VoteSerializer(serializers.Serializer):
     approver = serializers.CharField(source="approver.username")
-    approver_name = serializers.CharField(source="approver.label")
+    approver_name = serializers.SerializerMethodField(help_text=gettext_lazy("代投时写作“B（代 A）”"))
+    on_behalf_of = serializers.CharField(source="on_behalf_of.username", allow_null=True, default=None,
+                                         help_text=gettext_lazy("受托人代谁投的票；自己投的为 null"))
     decision = serializers.CharField()
     reason = serializers.CharField()
     channel = serializers.CharField()
     created_at = serializers.DateTimeField()
+
+    def get_approver_name(self, vote: Any) -> str:
+        return voter_label(vote)
 
 
 class EventSerializer(serializers.Serializer):
@@ -350,13 +422,6 @@ class DecisionReplySerializer(ApprovalReplySerializer):
     """投票后审批的状态；final 表示这一票是否让审批有了结果。"""
 
     final = serializers.BooleanField(help_text=gettext_lazy("这一票是否让审批进入终态"))
-
-
-class StatusReplySerializer(serializers.Serializer):
-    total = serializers.IntegerField()
-    by_status = serializers.DictField(child=serializers.IntegerField())
-    today = serializers.IntegerField()
-    median_decision_seconds = serializers.FloatField(allow_null=True)
 
 
 class RoleSerializer(serializers.Serializer):

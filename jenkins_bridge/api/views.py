@@ -20,7 +20,10 @@ from rest_framework.views import APIView
 from accounts.environments import normalize_environment
 from accounts.models import Approver
 from approvals import selectors
+from approvals.analytics import approval_analytics, stats_filters
 from approvals.builds import build_result_record
+from approvals.errors import freeze_refused_error
+from approvals.freeze import FROZEN
 from approvals.models import Approval, Channel, Status, Vote
 from approvals.selectors import approval_get
 from approvals.services import approval_create, approval_decide
@@ -42,13 +45,13 @@ from .serializers import (
     DecisionInputSerializer,
     DecisionReplySerializer,
     ErrorSerializer,
-    StatusReplySerializer,
     WaitInputSerializer,
     approval_detail_data,
     approval_reply,
     canonical_input,
     single_values,
 )
+from .status_serializers import StatusAnalyticsSerializer, StatusFilterSerializer, StatusReplySerializer
 
 
 class BearerTokenScheme(OpenApiAuthenticationExtension):
@@ -129,10 +132,24 @@ WAIT_DESCRIPTION = _(
     "带 id 时查询已有审批。wait（0–60 秒）让回答一直等到审批有了结果或时间到。"
     "字段也接受 Jenkins 的写法：JOB_NAME、BUILD_NUMBER、BUILD_URL、BUILD_USER_ID、env 等。"
 )
+FROZEN_RESPONSE = OpenApiResponse(ErrorSerializer, description=_(
+    "封版期间：申请已记录并立即拒绝（frozen），details 带 id、status（rejected）、window（封版名称）、"
+    "ends_at（封版结束时间）；带 id 查询这样的审批也是这个回答。要在封版期间发布，请以紧急发布申请"
+    "（emergency=true 并写明 emergency_reason）。"))
+FROZEN_EXAMPLE = OpenApiExample(
+    _("封版期间的申请"),
+    value={"error": {"code": "frozen", "message": "封版期间不能发布：「周末封版」至 2026-01-05 09:00:00 结束，"
+                                                  "审批 7K3M9Q2A 已记录并拒绝。确需发布请以紧急发布申请"
+                                                  "（emergency=true 并写明 emergency_reason）。",
+                     "details": {"id": "7K3M9Q2A", "status": "rejected", "window": "周末封版",
+                                 "ends_at": "2026-01-05T09:00:00+08:00"}}},
+    response_only=True, status_codes=["409"],
+)
 WAIT_SCHEMA = {
     "tags": ["jenkins"],
     "summary": _("申请（或查询）发布审批，可长轮询等待结果"),
-    "responses": {200: ApprovalReplySerializer, 201: ApprovalReplySerializer, **errors(400, 401, 403, 404, 413)},
+    "responses": {200: ApprovalReplySerializer, 201: ApprovalReplySerializer, **errors(400, 401, 403, 404, 413),
+                  409: FROZEN_RESPONSE},
 }
 WAIT_EXAMPLES = [
     OpenApiExample(
@@ -144,7 +161,12 @@ WAIT_EXAMPLES = [
         request_only=True,
     ),
     OpenApiExample(_("轮询已有审批"), value={"id": "7K3M9Q2A", "wait": 30}, request_only=True),
+    OpenApiExample(_("紧急发布（封版期间）"),
+                   value={"JOB_NAME": "shop-backend", "BUILD_NUMBER": "129", "env": "production",
+                          "version": "v2.3.1", "emergency": True, "emergency_reason": "支付回调故障，需立即修复"},
+                   request_only=True),
     OpenApiExample(_("回答"), value=REPLY_EXAMPLE, response_only=True, status_codes=["200", "201"]),
+    FROZEN_EXAMPLE,
 ]
 
 
@@ -156,7 +178,7 @@ class ApprovalWaitApi(ApiView):
         description=format_lazy("{}{}", WAIT_DESCRIPTION, _(
             "GET 的字段都写在查询串里；没有 id 时必须有 project（或 job_name）与 build_number。")),
         parameters=query_parameters(WaitInputSerializer()),
-        examples=WAIT_EXAMPLES[2:],
+        examples=WAIT_EXAMPLES[3:],
     )
     def get(self, request: Request) -> Response:
         return self._handle(request, canonical_input(request.query_params))
@@ -194,7 +216,12 @@ class ApprovalWaitApi(ApiView):
                 requested_by=values["requested_by"],
                 timeout_minutes=values["timeout_minutes"],
                 channel=Channel.API,
+                emergency=values["emergency"],
+                emergency_reason=values["emergency_reason"],
             )
+        if approval.reason_code == FROZEN:
+            # 审批已记录并拒绝（已提交）；流水线得到一个明确的错误，而不是一条“已拒绝”的普通回答
+            raise freeze_refused_error(approval)
         response = Response(approval_reply(approval), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
         if values["wait"] > 0 and approval.status == Status.PENDING:
             # 交给异步外壳去等；同步视图本身不睡眠
@@ -256,21 +283,54 @@ approval_wait_view.initkwargs = {}
 # ---------------------------------------------------------------- 状态与列表（A7/D10）
 
 
-@extend_schema(tags=["read"], summary=_("审批总数与各状态计数"),
-               description=_("各状态的审批数、今天新建的审批数，以及从申请到决定所用时间的中位数（秒）。"),
-               responses={200: StatusReplySerializer, **errors(401, 403, 413)},
-               examples=[OpenApiExample(_("统计"), value={"total": 42, "by_status": {"pending": 3, "approved": 30,
-                                                                                    "rejected": 5, "timeout": 2,
-                                                                                    "cancelled": 2},
-                                                        "today": 4, "median_decision_seconds": 312.5},
-                                        response_only=True)])
+STATUS_FILTERS = StatusFilterSerializer()
+_WEEK_DAYS = ["2026-01-05", "2026-01-06", "2026-01-07", "2026-01-08", "2026-01-09", "2026-01-10", "2026-01-11"]
+STATUS_EXAMPLE = {
+    "total": 42, "by_status": {"pending": 3, "approved": 30, "rejected": 5, "timeout": 2, "cancelled": 2},
+    "today": 4, "median_decision_seconds": 312.5,
+    "analytics": {
+        "period": {"since": "2026-01-05", "until": "2026-01-11", "days": 7},
+        "filters": {"project": "shop-backend", "environment": "production"},
+        "created": 6, "by_status": {"pending": 1, "approved": 4, "rejected": 1, "timeout": 0, "cancelled": 0},
+        "decisions": {"count": 5, "median_seconds": 600.0, "p90_seconds": 2520.0, "sampled": False},
+        "per_project": [{"project": "shop-backend", "count": 5, "median_seconds": 600.0, "p90_seconds": 2520.0}],
+        "per_approver": [{"approver": "bob", "name": "Bob", "count": 5, "median_seconds": 540.0,
+                          "p90_seconds": 2400.0}],
+        "daily": [{"date": day, "pending": int(n == 6), "approved": int(n < 4), "rejected": int(n == 4),
+                   "timeout": 0, "cancelled": 0} for n, day in enumerate(_WEEK_DAYS)],
+        "weekly": [{"week": "2026-01-05", "timeouts": 0, "freezes": 0}],
+        "timeouts": 0, "freezes": 0,
+        "reminders": [{"reminders": n, "or_more": n == 10, "count": {0: 3, 1: 2}.get(n, 0)} for n in range(11)],
+        "decided_without_reminder": 0.6,
+        "pending_now": {"count": 1, "oldest_seconds": 1260.0,
+                        "buckets": [{"up_to_seconds": 900, "count": 0}, {"up_to_seconds": 3600, "count": 1},
+                                    {"up_to_seconds": 14400, "count": 0}, {"up_to_seconds": 86400, "count": 0},
+                                    {"up_to_seconds": None, "count": 0}],
+                        "oldest": [{"id": "7K3M9Q2A", "project": "shop-backend", "environment": "production",
+                                    "age_seconds": 1260.0}]},
+    },
+}
+
+
+@extend_schema(tags=["read"], summary=_("审批总数、各状态计数与审批分析"),
+               description=_("total、by_status、today、median_decision_seconds：全部历史的各状态审批数、今天新建的"
+                             "审批数、从申请到决定所用时间的中位数（秒），不受查询参数影响。analytics：截至 until 的 "
+                             "days 天里新建的审批（可按项目、环境过滤）的决定耗时（中位数与 P90，按项目、按审批人）、"
+                             "每天按结果的数量、每周的超时与封版拒绝、决定前的提醒次数，以及此刻待审批已等待的时长。"
+                             "参数格式不对、为空或给了多次是 400 validation_error。"),
+               parameters=query_parameters(STATUS_FILTERS),
+               responses={200: StatusReplySerializer, **errors(400, 401, 403, 413)},
+               examples=[OpenApiExample(_("统计"), value=STATUS_EXAMPLE, response_only=True)])
 class ApprovalStatusApi(ApiView):
     required_scope = ApiScope.READ
 
     # /api/status 与 /api/status/<id> 否则会得到相同的 operationId
     @extend_schema(operation_id="status_totals")
     def get(self, request: Request) -> Response:
-        return Response(selectors.approval_stats())
+        filters = StatusFilterSerializer(data=single_values(request.query_params, STATUS_FILTERS.fields))
+        filters.is_valid(raise_exception=True)
+        analytics = approval_analytics(stats_filters(**filters.validated_data))
+        return Response({**selectors.approval_stats(), "analytics": StatusAnalyticsSerializer(analytics).data})
 
 
 @extend_schema(tags=["read"], summary=_("一条审批的详情、投票与历史"),

@@ -18,6 +18,8 @@ from .commands import (
 from .common import dedupe_update, gate_chat, in_user_language
 from .decisions import cmd_approve, cmd_reject, on_approval_button, on_reply
 from .errors import on_error
+from .policy import cmd_delegate, cmd_freeze, cmd_undelegate, cmd_unfreeze
+from .stats import cmd_stats
 
 # 只处理新消息，不处理编辑过的消息：编辑一条旧的 /approve 不应再次投票
 NEW_MESSAGES = filters.UpdateType.MESSAGE
@@ -39,6 +41,11 @@ def register_handlers(application: Application) -> None:
         ("status", cmd_status),
         ("pending", cmd_pending),
         ("jenkins", cmd_jenkins),
+        ("stats", cmd_stats),
+        ("freeze", cmd_freeze),
+        ("unfreeze", cmd_unfreeze),
+        ("delegate", cmd_delegate),
+        ("undelegate", cmd_undelegate),
     ):
         application.add_handler(CommandHandler(name, lang(callback), filters=NEW_MESSAGES))
     application.add_handler(CallbackQueryHandler(lang(on_approval_button), pattern=r"^ap:"))

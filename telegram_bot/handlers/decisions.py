@@ -80,10 +80,15 @@ def decide_from_telegram(
         text = _("✅ 已同意发布 %(id)s，构建继续。") % {"id": final.public_id}
     else:
         received = outcome.received
-        text = _("✅ 已记录你对 %(id)s 的同意（%(n)d/%(m)d），还需 %(left)d 票。") % {
-            "id": final.public_id, "n": received, "m": final.required_approvals,
-            "left": max(final.required_approvals - received, 0),
-        }
+        left = max(final.required_approvals - received, 0)
+        numbers = {"id": final.public_id, "n": received, "m": final.required_approvals, "left": left,
+                   "roles": "、".join(outcome.missing)}
+        if left and outcome.missing:
+            text = _("✅ 已记录你对 %(id)s 的同意（%(n)d/%(m)d），还需 %(left)d 票，且还缺角色：%(roles)s。") % numbers
+        elif outcome.missing:
+            text = _("✅ 已记录你对 %(id)s 的同意（%(n)d/%(m)d），票数已够，还缺角色：%(roles)s。") % numbers
+        else:
+            text = _("✅ 已记录你对 %(id)s 的同意（%(n)d/%(m)d），还需 %(left)d 票。") % numbers
     assert approver is not None
     return DecisionReply(
         True, text, public_id=final.public_id, approval_id=final.pk, approver_id=approver.pk,

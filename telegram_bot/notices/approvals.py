@@ -21,6 +21,7 @@ from ..keyboards import approval_keyboard
 from ..messages import render_approval
 from ..models import MessageKind, MessageState, TelegramMessage
 from ..outbox import (
+    RECOVERY_GRACE,
     RECOVERY_WINDOW,
     outbox_add,
     outbox_claim,
@@ -63,6 +64,8 @@ def approval_state_key(approval: Approval) -> str:
         approval.decided_at.isoformat() if approval.decided_at else None, approval.decision_channel,
         approval.jenkins_action_state == JenkinsActionState.FAILED, approval.jenkins_action_error[:300],
         approval.version, approval.operation, approval.description, approval.build_url, approval.expires_at.isoformat(),
+        # 升级后消息多一行“已升级，请 … 协助审批”
+        approval.escalated_at.isoformat() if approval.escalated_at else None, approval.escalated_to,
     ]
     return hashlib.sha256(json.dumps(state, ensure_ascii=False, default=str).encode()).hexdigest()
 
@@ -206,7 +209,7 @@ def approval_deliver(rows: list[TelegramMessage], *, sender: TelegramSender) -> 
     return retry
 
 
-def approvals_owed(*, limit: int, grace: timedelta = timedelta(seconds=60)) -> dict[str, list[int]]:
+def approvals_owed(*, limit: int, grace: timedelta = RECOVERY_GRACE) -> dict[str, list[int]]:
     """补发扫描要补救的审批（有界）：
 
     - announce：待审批、创建已超过 grace，却没有审批消息那一行（broker 丢了任务）；

@@ -133,6 +133,7 @@ def test_approve_action_records_partial_vote_for_two_of_two(client, bob_staff, s
 
 
 def test_approve_action_refused_for_staff_without_approver(client, people, shop_rule, make_approval):
+    """多半是管理员自己：告诉他去哪里关联（审批人 → 后台账号），而不是“请联系管理员”。"""
     client.force_login(_staff("nobody_staff"))
     approval = make_approval(environment="test")
 
@@ -140,7 +141,9 @@ def test_approve_action_refused_for_staff_without_approver(client, people, shop_
 
     approval.refresh_from_db()
     assert approval.status == Status.PENDING and not approval.votes.exists()
-    assert f"{approval.public_id}：你还不是审批系统的用户，请联系管理员把你加入 users.json 或后台。" in _messages(response)
+    assert _messages(response) == [
+        f"{approval.public_id}：你的后台账号「nobody_staff」还没有关联审批人，不能以它的身份投票。请在后台「审批人」里"
+        "打开你的审批人记录（没有就新建一个），把「后台账号」设为 nobody_staff，保存后再试。"]
     assert approval.events.filter(kind=EventKind.DENIED, channel=Channel.ADMIN).exists()
 
 
@@ -295,3 +298,84 @@ def test_history_build_result_and_log_pages_load_read_only(client, bob_staff, sh
     assert client.get(reverse("admin:approvals_buildlog_changelist")).status_code == 200
     for name in ("approvalevent", "buildresult", "buildlog"):
         assert client.get(reverse(f"admin:approvals_{name}_add")).status_code == 403
+
+
+# ---------------------------------------------------------------- 日志链接、审批页上的同意/拒绝、内联的标签
+
+
+def test_changelist_links_each_approval_to_its_log(client, bob_staff, shop_rule, make_approval):
+    approval = make_approval(environment="test")
+
+    body = client.get(CHANGELIST).content.decode()
+
+    assert f'href="/logs/{approval.public_id}"' in body and "构建日志" in body
+    log = client.get(f"/logs/{approval.public_id}")  # 已登录的后台账号不需要签名
+    assert log.status_code == 200
+
+
+def test_approval_page_links_the_log_and_offers_decision_to_the_linked_approver(client, bob_staff, shop_rule,
+                                                                               make_approval):
+    approval = make_approval(environment="test")
+    url = reverse("admin:approvals_approval_change", args=[approval.pk])
+
+    body = client.get(url).content.decode()
+
+    assert f'href="/logs/{approval.public_id}"' in body and "查看构建日志" in body
+    assert f'action="/approvals/{approval.public_id}/decide"' in body
+    assert 'name="decision" value="approve"' in body and 'name="decision" value="reject"' in body
+    assert f'name="next" value="{url}"' in body
+
+
+def test_decision_from_the_approval_page_comes_back_to_it(client, bob_staff, shop_rule, people, make_approval):
+    approval = make_approval(environment="test")
+    url = reverse("admin:approvals_approval_change", args=[approval.pk])
+
+    response = client.post(f"/approvals/{approval.public_id}/decide",
+                           {"decision": "reject", "reason": "回滚方案没写", "next": url}, follow=True)
+
+    assert response.redirect_chain[-1][0] == url
+    assert _messages(response) == [f"{approval.public_id}：已拒绝。"]
+    approval.refresh_from_db()
+    assert approval.status == Status.REJECTED and approval.reason == "回滚方案没写"
+    assert approval.events.get(kind=EventKind.REJECTED).channel == Channel.ADMIN
+    body = response.content.decode()
+    assert 'name="decision" value="approve"' not in body  # 已结束：没有按钮了
+
+
+def test_approval_page_tells_an_unlinked_admin_how_to_link(admin_client, shop_rule, make_approval):
+    approval = make_approval(environment="test")
+
+    body = admin_client.get(reverse("admin:approvals_approval_change", args=[approval.pk])).content.decode()
+
+    assert "你的后台账号「admin」还没有关联审批人" in body and "把「后台账号」设为 admin" in body
+    assert reverse("admin:accounts_approver_changelist") in body
+    assert 'name="decision" value="approve"' not in body
+
+
+def test_approval_page_says_why_this_approver_cannot_vote(client, people, shop_rule, make_approval):
+    staff = _staff("mallory_staff")
+    people["outsider"].user = staff
+    people["outsider"].save()
+    client.force_login(staff)
+    approval = make_approval(environment="test")
+
+    body = client.get(reverse("admin:approvals_approval_change", args=[approval.pk])).content.decode()
+
+    assert "项目「shop-backend」的「test」环境只允许以下人员审批：Bob。" in body
+    assert 'name="decision" value="approve"' not in body
+
+
+def test_history_rows_are_labelled_in_words_not_ids(client, bob_staff, shop_rule, make_approval):
+    """历史内联的每一行上方曾显示“2 created”（数据库 id 与内部代码）。"""
+    approval = make_approval(environment="production")
+    _action(client, "approve_selected", [approval])  # 一张票：投票内联也有一行
+    event = approval.events.get(kind=EventKind.CREATED)
+
+    body = client.get(reverse("admin:approvals_approval_change", args=[approval.pk])).content.decode()
+
+    assert str(event) not in body and f"{approval.pk} vote" not in body
+    history = body[body.index('id="events-group"'):]
+    assert "<td class=\"field-kind\"><p>创建</p></td>" in history
+    assert "<td class=\"field-kind\"><p>投票</p></td>" in history
+    votes = body[body.index('id="votes-group"'):body.index('id="events-group"')]
+    assert "Bob" in votes and "同意" in votes

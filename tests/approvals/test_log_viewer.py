@@ -113,3 +113,125 @@ def test_page_gives_the_tail_offset_in_server_characters(client, shop_rule, make
                      build_number=approval.build_number, approval=approval, text=text, next_start=99, complete=False)
     body = client.get(local(log_url(approval))).content.decode()
     assert f'data-offset="{len(text)}"' in body
+
+
+# ---------------------------------------------------------------- 安定下来：构建或审批结束后不再轮询，并说明为什么没有日志
+
+
+def _unreachable_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _point_jenkins(approval, url: str) -> None:
+    server = approval.jenkins_server
+    server.url = url
+    server.timeout_seconds = 2
+    server.save()
+
+
+def test_cancelled_build_without_log_settles_and_says_why(client, shop_rule, make_approval):
+    """构建结果 FAILURE 已回报（审批随之取消），Jenkins 没配置：页面不再说“构建进行中”，也不再轮询。"""
+    from approvals.builds import build_result_record
+
+    approval = make_approval()
+    _point_jenkins(approval, "")
+    build_result_record(job_name=approval.job_name, build_number=approval.build_number, result="FAILURE")
+    approval.refresh_from_db()
+    assert approval.status == "cancelled"
+    url = local(log_url(approval))
+
+    body = client.get(url).content.decode()
+
+    assert 'data-final="1"' in body and "构建进行中" not in body
+    assert "构建已结束（失败），没有可显示的日志。" in body
+    assert "无法从 Jenkins 获取日志：这次构建所属的 Jenkins「default」没有配置地址" in body
+    assert "之前也没有保存过这次构建的日志。" in body
+    tail_url = url.replace(f"/logs/{approval.public_id}?", f"/logs/{approval.public_id}/tail?") + "&offset=0"
+    data = client.get(tail_url).json()
+    assert data["final"] is True and data["complete"] is False and data["text"] == ""
+    assert data["status"] == "构建已结束（失败），没有可显示的日志。"
+    assert "没有配置地址" in data["notice"]
+    assert "error" not in data  # 页面脚本只认 {"error": {"code": …}}：不再有字符串形式的 error
+    download = client.get(url.replace(f"/logs/{approval.public_id}?", f"/logs/{approval.public_id}/download?"))
+    assert download.status_code == 404 and "attachment" not in download.get("Content-Disposition", "")
+    text = download.content.decode()
+    assert "这次构建没有可下载的日志。" in text and "没有配置地址" in text and "回到日志页" in text
+
+
+def test_rejected_approval_with_jenkins_down_shows_the_saved_part(client, shop_rule, people, make_approval):
+    from approvals.services import approval_decide
+
+    approval = make_approval()
+    build_log_append(jenkins_server=approval.jenkins_server, job_name=approval.job_name,
+                     build_number=approval.build_number, approval=approval, text="[Pipeline] stage\n编译中…\n",
+                     next_start=30, complete=False)
+    approval_decide(approval=approval, approver=people["approver"], decision="reject", reason="不发", channel="api")
+    _point_jenkins(approval, f"http://127.0.0.1:{_unreachable_port()}/")
+    BuildLog.objects.update(fetched_at=timezone.now() - timezone.timedelta(minutes=1))
+    url = local(log_url(approval))
+
+    body = client.get(url).content.decode()
+
+    assert 'data-final="1"' in body
+    assert "审批已拒绝，构建不会再继续，日志不完整。" in body
+    assert "连不上 Jenkins「default」" in body and "下面是之前保存的部分。" in body
+    download = client.get(url.replace(f"/logs/{approval.public_id}?", f"/logs/{approval.public_id}/download?"))
+    assert download.status_code == 200 and download.content.decode() == "[Pipeline] stage\n编译中…\n"
+
+
+def test_pending_build_with_jenkins_down_keeps_trying_but_logs_once(client, shop_rule, make_approval, caplog):
+    """还在等审批的构建：稍后自动重试；30 秒内不再问 Jenkins，也不再写一条 WARNING。"""
+    approval = make_approval()
+    _point_jenkins(approval, f"http://127.0.0.1:{_unreachable_port()}/")
+    tail_url = local(log_url(approval)).replace(f"/logs/{approval.public_id}?", f"/logs/{approval.public_id}/tail?")
+
+    with caplog.at_level("WARNING", logger="approvals.views"):
+        first = client.get(tail_url + "&offset=0").json()
+        second = client.get(tail_url + "&offset=0").json()
+
+    assert first["final"] is False and first["status"] == "暂时无法获取日志，稍后自动重试…"
+    assert first["notice"] == "暂时无法从 Jenkins 获取日志：连不上 Jenkins「default」"
+    assert second == first
+    assert len([r for r in caplog.records if r.name == "approvals.views"]) == 1
+
+
+def test_server_log_is_in_the_configured_language_whatever_the_browser(client, shop_rule, make_approval, caplog):
+    approval = make_approval()
+    _point_jenkins(approval, f"http://127.0.0.1:{_unreachable_port()}/")
+
+    with caplog.at_level("WARNING", logger="approvals.views"):
+        page = client.get(local(log_url(approval)), HTTP_ACCEPT_LANGUAGE="en")
+
+    assert page.status_code == 200
+    (record,) = [r for r in caplog.records if r.name == "approvals.views"]
+    message = record.getMessage()
+    assert "无法连接 Jenkins" in message and "cannot connect" not in message
+
+
+def test_a_live_build_is_followed_until_jenkins_says_it_is_complete(client, shop_rule, make_approval):
+    from tests.fake_jenkins import FakeJenkins
+
+    fake = FakeJenkins(anonymous_read=True).start()
+    try:
+        approval = make_approval()
+        _point_jenkins(approval, fake.url)
+        build = fake.add_build(approval.job_name, approval.build_number)
+        url = local(log_url(approval))
+
+        body = client.get(url).content.decode()
+        assert 'data-final="0"' in body and "构建进行中，日志实时更新…" in body
+        tail_url = url.replace(f"/logs/{approval.public_id}?", f"/logs/{approval.public_id}/tail?")
+        offset = len(build.console)
+
+        build.console += "ERROR: 部署失败\nFinished: FAILURE\n"
+        fake.finish(approval.job_name, approval.build_number, "FAILURE")
+        BuildLog.objects.update(fetched_at=timezone.now() - timezone.timedelta(seconds=5))
+        data = client.get(f"{tail_url}&offset={offset}").json()
+    finally:
+        fake.down()
+
+    assert data["text"] == "ERROR: 部署失败\nFinished: FAILURE\n"
+    assert data["final"] is True and data["complete"] is True and data["notice"] == ""
+    assert data["status"] == "构建已结束，日志完整。"

@@ -14,6 +14,7 @@ from approvals.sweeps import approvals_claim_due_reminders, approvals_expire_due
 from approvals.tasks import reminder_sweep_task, timeout_sweep_task
 from jenkins_bridge.models import JenkinsServer
 from tests.concurrency import run_together
+from tests.fake_telegram import FakeTelegram
 
 
 def bulk_pending(n: int, *, chat_id: int | None = -100, due_in: timedelta = timedelta(0), expires_in=timedelta(hours=1),
@@ -105,7 +106,8 @@ def test_timeout_sweep_reject_and_mark_policies(shop_rule, make_approval):
 
 
 @pytest.mark.django_db
-def test_one_sweep_over_2000_due_rows_has_bounded_query_count(django_assert_max_num_queries):
+def test_one_sweep_over_2000_due_rows_has_bounded_query_count(django_assert_max_num_queries, settings):
+    settings.TELEGRAM_BOT_TOKEN = "123456:test"  # 没有机器人时不提醒（见 test_reminders_without_telegram）
     bulk_pending(2000)
     # 每批 500 行只用 3 条查询（锁行、批量更新、批量写历史），与行数无关；
     # 测试事务里每批另有 SAVEPOINT/RELEASE 两条，末尾还有一次空批确认：4×5 + 3 = 23
@@ -126,11 +128,26 @@ def _run_threads(target, n: int = 2) -> None:
 
 @mysql_only
 @pytest.mark.django_db(transaction=True)
-def test_two_concurrent_reminder_sweeps_send_each_once():
-    bulk_pending(1200)
-    _run_threads(reminder_sweep_task)
-    assert set(Approval.objects.values_list("reminder_count", flat=True)) == {1}
-    assert ApprovalEvent.objects.filter(kind=EventKind.REMINDER).count() == 1200
+def test_two_concurrent_reminder_sweeps_send_each_once(settings):
+    # 摘要真的发出去（对着假 Bot API）：每个群都收到了，没有哪条审批被提醒两次
+    from telegram_bot.sender import close_http_clients
+
+    fake = FakeTelegram().start()
+    try:
+        settings.TELEGRAM_BOT_TOKEN = fake.token
+        settings.TELEGRAM_API_URL = fake.url
+        settings.TELEGRAM_PROXY_URL = ""
+        settings.TELEGRAM_PACING_GROUP_SECONDS = settings.TELEGRAM_PACING_GLOBAL_SECONDS = 0
+        for chat in (-100, -200):
+            fake.add_group(chat, f"群 {chat}")
+        bulk_pending(1200)
+        _run_threads(reminder_sweep_task)
+        assert set(Approval.objects.values_list("reminder_count", flat=True)) == {1}
+        assert ApprovalEvent.objects.filter(kind=EventKind.REMINDER).count() == 1200
+        assert fake.chat_messages(-100) and fake.chat_messages(-200)
+    finally:
+        fake.stop()
+        close_http_clients()
 
 
 @mysql_only

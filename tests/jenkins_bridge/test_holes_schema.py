@@ -20,7 +20,8 @@ from tests.jenkins_bridge.test_api import WAIT, assert_error
 pytestmark = pytest.mark.django_db
 
 WAIT_FIELDS = {"project", "job_name", "environment", "build_number", "build_url", "version", "description",
-               "operation", "requested_by", "input_id", "callback_url", "timeout_minutes", "wait", "id", "jenkins"}
+               "operation", "requested_by", "input_id", "callback_url", "timeout_minutes", "wait", "id", "jenkins",
+               "emergency", "emergency_reason"}
 
 
 @pytest.fixture

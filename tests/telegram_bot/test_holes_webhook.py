@@ -174,3 +174,17 @@ def test_random_json_shapes_never_give_a_5xx(webhook, caplog):
     assert {200, 400} <= seen  # 既有被拒绝的，也有一路进到处理器里的
     # PTB 自身（而不是我们的处理器）从未因这些输入崩溃
     assert not [r for r in caplog.records if "后台处理 webhook update 失败" in r.getMessage()]
+
+
+@pytest.mark.parametrize("update", [
+    {"update_id": 11, "message": {"message_id": 1, "date": 0, "chat": {"id": [1], "type": "private"}}},
+    {"update_id": 12, "message": {"message_id": 1, "date": 0, "chat": {"id": -100, "type": "group"},
+                                  "from": {"id": "7", "is_bot": False, "first_name": "x"}}},
+    {"update_id": 13, "callback_query": {"id": "5", "chat_instance": "c", "data": "x",
+                                         "from": {"id": {"a": 1}, "is_bot": False, "first_name": "x"}}},
+])
+def test_chat_or_user_id_that_is_not_an_integer_is_refused(webhook, update):
+    # hypothesis 找到过：id 是列表时 PTB 处理完后记录聊天时崩溃（500）
+    response = Client().post(URL, data=json.dumps(update), content_type="application/json", headers=HEADERS)
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["code"] == "invalid_update"

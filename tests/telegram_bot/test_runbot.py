@@ -35,7 +35,8 @@ def test_set_webhook_registers_url_secret_and_commands(fake_tg, settings, capsys
         "allowed_updates": ["message", "callback_query"], "max_connections": 40,
     }
     commands = {c["command"]: c["description"] for c in fake_tg.commands}
-    assert set(commands) == {"start", "help", "approve", "reject", "pending", "status", "jenkins", "whoami"}
+    assert set(commands) == {"start", "help", "approve", "reject", "pending", "status", "jenkins", "whoami", "stats",
+                             "freeze", "unfreeze", "delegate", "undelegate"}
     assert commands["approve"] == "同意发布：/approve 编号"
     assert "已注册 webhook" in capsys.readouterr().out
 

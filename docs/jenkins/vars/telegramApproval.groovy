@@ -6,11 +6,17 @@
 //                    description: '修复支付回调', mode: 'input')   // mode: input | webhook | poll
 //
 // 需要：
+//   - 把 docs/jenkins 注册为 Global Pipeline Library，名字 approval（Manage Jenkins → System → Global Pipeline Libraries）
 //   - 全局环境变量 APPROVAL_URL（如 https://approval.example.com），或参数 server:
-//   - Jenkins 凭据（Secret text）approval-api-token：manage.py create_api_token jenkins --scope jenkins --scope read
+//   - Jenkins 凭据（Secret text）approval-api-token：make manage ARGS="create_api_token jenkins --scope jenkins --scope read"
 //   - mode 'webhook' 需要 Webhook Step 插件；mode 'input' 建议装 Pipeline Stage View（服务用它的 wfapi 找 input）
 //   - Linux agent 上有 curl
 //   - 本步骤不签名：token 设置了签名密钥时改用 docs/jenkins/sign_request.py（每个请求签名一次，含 nonce）
+//
+// 执行器：流水线顶层写 agent none 时，本步骤只在发 HTTP 请求的那几秒借用一个执行器（参数 label: 选节点），
+// 等待审批（input、waitForWebhook、两次查询之间）不占执行器。写 agent any 时整个等待期间都占着那个执行器。
+// 沙箱：发起人从 currentBuild.getBuildCauses 读取（沙箱允许）；不用 currentBuild.rawBuild——那在不受信任的
+// 库（文件夹级库）里要管理员做脚本审批。注册成 Global Pipeline Library 的库是受信任的，不受沙箱限制。
 import groovy.json.JsonOutput
 import groovy.json.JsonSlurperClassic
 
@@ -22,6 +28,7 @@ def call(Map args = [:]) {
     // Jenkins 会把 input id 的首字母大写；这里直接用大写开头，服务端也会自动处理
     String inputId = args.inputId ?: 'Release'
     int timeoutMinutes = (args.timeoutMinutes ?: 60) as int
+    String label = args.label ?: ''
 
     Map body = [
         JOB_NAME      : env.JOB_NAME,
@@ -43,7 +50,7 @@ def call(Map args = [:]) {
         body.callback_url = hook.url
     }
 
-    Map reply = approvalApi(server, credentialsId, 'POST', '/api/stage/approval/wait', body)
+    Map reply = approvalApi(server, credentialsId, label, 'POST', '/api/stage/approval/wait', body)
     echo "发布审批 ${reply.id}（${reply.environment}，需要 ${reply.required_approvals} 票）：${reply.links.status}"
 
     if (reply.status != 'pending') {
@@ -70,10 +77,13 @@ def call(Map args = [:]) {
         }
         return reply
     }
-    // poll：每次最多挂 55 秒，审批一有结果立刻返回
+    // poll：在执行器里时每次最多挂 55 秒（审批一有结果立刻返回）；不在执行器里时立即返回，两次之间在执行器外等 15 秒
+    boolean holding = env.NODE_NAME as boolean
     timeout(time: timeoutMinutes + 5, unit: 'MINUTES') {
         while (reply.status == 'pending') {
-            reply = approvalApi(server, credentialsId, 'GET', "/api/stage/approval/wait?id=${reply.id}&wait=55", null)
+            if (!holding) { sleep(time: 15, unit: 'SECONDS') }
+            reply = approvalApi(server, credentialsId, label, 'GET',
+                                "/api/stage/approval/wait?id=${reply.id}&wait=${holding ? 55 : 0}", null)
         }
     }
     return finish(reply)
@@ -87,18 +97,31 @@ private Map finish(Map reply) {
     return reply
 }
 
-private Map approvalApi(String server, String credentialsId, String method, String path, Map body) {
-    String out
-    withCredentials([string(credentialsId: credentialsId, variable: 'APPROVAL_TOKEN')]) {
-        if (body != null) {
-            writeFile file: '.approval-request.json', text: JsonOutput.toJson(body), encoding: 'UTF-8'
+// 已在执行器里（agent any、node 块内）就地运行；否则只为这一次请求借用一个执行器
+private def onAgent(String label, Closure body) {
+    if (env.NODE_NAME) {
+        return body()
+    }
+    def result = null
+    node(label) {
+        result = body()
+    }
+    return result
+}
+
+private Map approvalApi(String server, String credentialsId, String label, String method, String path, Map body) {
+    String out = onAgent(label) {
+        withCredentials([string(credentialsId: credentialsId, variable: 'APPROVAL_TOKEN')]) {
+            if (body != null) {
+                writeFile file: '.approval-request.json', text: JsonOutput.toJson(body), encoding: 'UTF-8'
+            }
+            // 单引号：token 由 shell 展开，不进 Groovy 字符串，也不会出现在日志里
+            String data = body != null ? "--data-binary @.approval-request.json -H 'Content-Type: application/json; charset=utf-8'" : ''
+            return sh(returnStdout: true, script: """
+                curl -sS --retry 5 --retry-all-errors --max-time 90 -X ${method} ${data} \\
+                     -H "Authorization: Bearer \$APPROVAL_TOKEN" '${server}${path}'
+            """).trim()
         }
-        // 单引号：token 由 shell 展开，不进 Groovy 字符串，也不会出现在日志里
-        String data = body != null ? "--data-binary @.approval-request.json -H 'Content-Type: application/json; charset=utf-8'" : ''
-        out = sh(returnStdout: true, script: """
-            curl -sS --retry 5 --retry-all-errors --max-time 90 -X ${method} ${data} \\
-                 -H "Authorization: Bearer \$APPROVAL_TOKEN" '${server}${path}'
-        """).trim()
     }
     Map reply = parseJson(out)
     if (reply.error) {
@@ -112,8 +135,8 @@ private Map parseJson(String text) {
     return new JsonSlurperClassic().parseText(text) as Map
 }
 
-@NonCPS
+// 谁点了“构建”：getBuildCauses 在沙箱里可用，不像 currentBuild.rawBuild 需要脚本审批
 private String buildUserId() {
-    def cause = currentBuild.rawBuild.getCause(hudson.model.Cause.UserIdCause)
-    return cause?.userId ?: ''
+    def causes = currentBuild.getBuildCauses('hudson.model.Cause$UserIdCause')
+    return causes ? (causes[0].userId ?: '') : ''
 }

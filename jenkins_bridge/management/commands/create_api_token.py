@@ -1,4 +1,8 @@
-"""manage.py create_api_token NAME --scope jenkins --scope read：生成 API token，明文只打印这一次。"""
+"""manage.py create_api_token NAME --scope jenkins --scope read：生成 API token，明文只打印这一次。
+
+标准输出只有 token 本身（脚本可以 TOKEN=$(… create_api_token …)）；说明文字在终端里与 token 一起显示在标准输出
+（绿色），输出被重定向时写到标准错误，不混进 token。成功不是错误：不写成红色。
+"""
 
 from __future__ import annotations
 
@@ -37,6 +41,15 @@ class Command(BaseCommand):
                                           description=options["description"], replace=options["replace"])
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
-        self.stderr.write(_("已创建 token「%(name)s」，权限范围：%(scopes)s。明文只显示这一次：") % {
-            "name": token.name, "scopes": ", ".join(token.scopes)})
+        message = _("已创建 token「%(name)s」，权限范围：%(scopes)s。明文只显示这一次：") % {
+            "name": token.name, "scopes": ", ".join(token.scopes)}
+        hint = _("在 Jenkins 里存为凭据（Secret text），ID 用 approval-api-token。")
+        if self.stdout.isatty():
+            self.stdout.write(message, self.style.SUCCESS)
+            self.stdout.write(raw)
+            self.stdout.write(hint)
+            return
+        # 标准错误默认按错误着色；说明不是错误，去掉着色
+        self.stderr.write(message, style_func=lambda text: text)
         self.stdout.write(raw)
+        self.stderr.write(hint, style_func=lambda text: text)

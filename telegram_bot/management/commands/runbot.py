@@ -3,6 +3,9 @@
 - polling（默认）：长轮询；SIGINT/SIGTERM 优雅停止；网络故障由 PTB 的轮询循环退避重连
   （启动时连不上 Telegram 也会一直重试，而不是退出）。
 - webhook：只向 Telegram 注册 {PUBLIC_BASE_URL}/telegram/webhook/（带密钥）后退出，update 由 web 进程接收。
+- 轮询只能有一个实例（H3）：另一个实例用同一个 token 轮询时 Telegram 回 409 Conflict。刚启动（TELEGRAM_POLL_CONFLICT_GRACE_SECONDS，
+  默认 60 秒内）就遇到冲突的是后来的那个：记 ERROR、说明原因、以退出码 2 退出（systemd 不会反复拉起它）；已经稳定运行的
+  那个记 ERROR 后继续轮询。
 - --set-webhook：任何模式下都只做注册；--delete-webhook：删除 webhook（回到轮询前用）。
 没有 token 时给出明确的中文说明并以非零状态退出。
 """
@@ -12,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.translation import gettext as _
-from telegram.error import InvalidToken, NetworkError, RetryAfter, TelegramError
-from telegram.ext import Application
+from telegram.error import Conflict, InvalidToken, NetworkError, RetryAfter, TelegramError
+from telegram.ext import Application, ContextTypes
 
 from telegram_bot.application import ALLOWED_UPDATES, build_application, set_bot_commands
 
@@ -124,9 +128,38 @@ class Command(BaseCommand):
         except InvalidToken:
             loop.close()
             raise self._invalid_token() from None
+        self._conflict: str | None = None
+        self._polling_since = time.monotonic()
+        application.add_error_handler(self._on_conflict)
         # 轮询中的网络故障由 PTB 的轮询循环退避重连；SIGINT/SIGTERM 触发优雅停止
         application.run_polling(allowed_updates=ALLOWED_UPDATES, timeout=timeout, drop_pending_updates=drop or None)
+        if self._conflict is not None:
+            raise CommandError(self._conflict, returncode=EXIT_NOT_CONFIGURED)
         self.stdout.write(_("Telegram 机器人已停止。"))
+
+    async def _on_conflict(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """409 Conflict：另一个实例在用同一个 token 轮询（或别处注册了 webhook）。后来的那个退出，先来的继续。"""
+        error = context.error
+        if not isinstance(error, Conflict):
+            return
+        running = time.monotonic() - self._polling_since
+        if "webhook" in str(error).lower():
+            reason = _("Telegram 上注册了 webhook（有一处以 webhook 模式运行），轮询拿不到消息")
+        else:
+            reason = _("另一个机器人实例正在用同一个 TELEGRAM_BOT_TOKEN 轮询（Telegram 409 Conflict）")
+        if running > settings.TELEGRAM_POLL_CONFLICT_GRACE_SECONDS:
+            logger.error("%s；本实例已稳定运行 %.0f 秒，继续轮询。请停掉多出来的那个实例。", reason, running)
+            return
+        if self._conflict is None:
+            self._conflict = _("%(reason)s。轮询模式只能运行一个实例，本实例退出；"
+                               "要多实例请用 webhook 模式（TELEGRAM_MODE=webhook，由 web 进程接收）。") % {"reason": reason}
+            logger.error("%s", self._conflict)
+            # 退出时不要再调用一次 getUpdates（PTB 用它确认已取到的 update）：那会把正在工作的实例挤掉。
+            # 取到而未确认的 update 由另一个实例再取到，已处理过的按 ProcessedUpdate 去重
+            updater = context.application.updater
+            if updater is not None and hasattr(updater, "_Updater__polling_cleanup_cb"):
+                updater._Updater__polling_cleanup_cb = None
+            context.application.stop_running()
 
     @staticmethod
     async def _initialize(application: Application) -> None:

@@ -1,0 +1,78 @@
+"""法定票（X1）：同意票数够了、必需角色每个都有人，才算通过；封版期间的紧急发布另要一位管理员（X4）。
+
+一票算给“为谁投的”那个人（代投时是委托人）；一人兼任几个角色也只填一个名额（二分图最大匹配），
+所以结果与投票先后无关。
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.db.models import Prefetch
+from django.utils.translation import gettext as _
+
+from accounts.matching import match_slots
+from accounts.models import Approver, Role
+from accounts.permissions import role_ids
+
+from .models import Approval, Vote
+
+ADMIN_SLOT = "admin"
+
+
+@dataclass(frozen=True)
+class Quorum:
+    received: int  # 同意票数
+    required: int
+    missing: tuple[str, ...] = ()  # 还没人填的名额（角色名；紧急发布的“管理员”）
+
+    @property
+    def complete(self) -> bool:
+        return self.received >= self.required and not self.missing
+
+
+def approve_votes(approval: Approval) -> list[Vote]:
+    """同意票，连同计算名额要用的人与角色（一条查询加两次预取）。"""
+    people = Approver.objects.select_related("role").prefetch_related("extra_roles")
+    return list(Vote.objects.filter(approval=approval, decision=Vote.Decision.APPROVE)
+                .prefetch_related(Prefetch("approver", queryset=people), Prefetch("on_behalf_of", queryset=people))
+                .order_by("created_at", "id"))
+
+
+def _principal(vote: Vote) -> Approver:
+    return vote.on_behalf_of if vote.on_behalf_of_id else vote.approver
+
+
+def quorum_state(approval: Approval, *, votes: Iterable[Vote] | None = None,
+                 required_roles: list[Role] | None = None) -> Quorum:
+    """此刻的法定票状态。votes 缺省时查库（只有同意票算数）。"""
+    if required_roles is None:
+        keys = list(approval.required_roles or [])
+        found = {r.key: r for r in Role.objects.filter(key__in=keys)} if keys else {}
+        roles = [found[k] for k in keys if k in found]
+    else:
+        roles = required_roles
+    if votes is None:
+        votes = approve_votes(approval) if roles or approval.admin_approval_required else None
+    if votes is None:
+        received = Vote.objects.filter(approval=approval, decision=Vote.Decision.APPROVE).count()
+        return Quorum(received, approval.required_approvals)
+    approving = [v for v in votes if v.decision == Vote.Decision.APPROVE]
+    slots: list[object] = [role.pk for role in roles]
+    labels: dict[object, str] = {role.pk: role.name or role.key for role in roles}
+    if approval.admin_approval_required:
+        slots.append(ADMIN_SLOT)
+        labels[ADMIN_SLOT] = _("管理员")
+    holders: dict[object, set[int]] = {slot: set() for slot in slots}
+    for vote in approving:
+        person = _principal(vote)
+        held = role_ids(person)
+        for role in roles:
+            if role.pk in held:
+                holders[role.pk].add(person.pk)
+        if ADMIN_SLOT in holders and person.role.is_admin and person.role.is_active:
+            holders[ADMIN_SLOT].add(person.pk)
+    filled = match_slots(slots, holders)
+    return Quorum(len(approving), approval.required_approvals,
+                  tuple(labels[slot] for slot in slots if slot not in filled))
