@@ -236,6 +236,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         # 否则 kombu 会在当前目录建 control/（广播/pidbox 用）
         "control_folder": str(CELERY_BROKER_DIR / "control"),
         "store_processed": False,
+        # 队列空时多久看一次目录：kombu 默认 1 秒，点按到 Jenkins 继续平均就多等半秒
+        "polling_interval": env.float("CELERY_FS_POLLING_INTERVAL", default=0.05),
     }
 else:
     # 重试退避上限（CELERY_RETRY_BACKOFF_MAX）必须低于 visibility_timeout，否则 acks_late 的任务会被重复投递
@@ -248,6 +250,21 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# 两个队列，worker 默认两个都消费（不必加 -Q）：有人在等的任务（继续 Jenkins、发/改审批消息）走 interactive，
+# 周期扫描与清理走默认队列。beat 一次排进一批扫描时，点按后的任务不排在它们后面
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_INTERACTIVE_QUEUE = "interactive"
+CELERY_TASK_QUEUES = {CELERY_INTERACTIVE_QUEUE: {}, CELERY_TASK_DEFAULT_QUEUE: {}}
+CELERY_TASK_ROUTES = {name: {"queue": CELERY_INTERACTIVE_QUEUE} for name in (
+    "jenkins_bridge.tasks.approval_resume_task",
+    "telegram_bot.tasks.approval_announce_task",
+    "telegram_bot.tasks.approval_messages_refresh_task",
+    "telegram_bot.tasks.policy_notice_task",
+    "telegram_bot.tasks.outbox_deliver_task",
+)}
+# Celery 的 Django 修补默认在每个任务前后关掉数据库连接（每个任务重连一次）；这里不让它关，
+# 改由 approvalbot/celery.py 在每个任务前按 CONN_MAX_AGE 与健康检查处理（像 Django 处理请求那样）
+CELERY_DB_REUSE_MAX = 1_000_000
 CELERY_TASK_SOFT_TIME_LIMIT = 60
 CELERY_TASK_TIME_LIMIT = 90
 CELERY_TIMEZONE = TIME_ZONE
@@ -300,7 +317,7 @@ _BEAT_ENTRIES = {
     },
     "telegram_bot.recovery_sweep": {
         "task": "telegram_bot.tasks.telegram_recovery_sweep_task",
-        "schedule": timedelta(seconds=max(SWEEP_INTERVAL_SECONDS * 2, 30)), "kwargs": {"limit": 50},
+        "schedule": timedelta(seconds=env.int("RECOVERY_INTERVAL_SECONDS", default=15)), "kwargs": {"limit": 50},
         "description": "补发没有发出的 Telegram 消息、补改显示旧状态的消息",
     },
     "telegram_bot.processed_updates_cleanup": {
@@ -308,8 +325,9 @@ _BEAT_ENTRIES = {
         "description": "清理 7 天前的已处理 update 记录",
     },
     "jenkins_bridge.action_recovery": {
-        "task": "jenkins_bridge.tasks.jenkins_action_recovery_task", "schedule": timedelta(seconds=60),
-        "description": "补发 broker 丢失的 Jenkins 继续/中止操作",
+        "task": "jenkins_bridge.tasks.jenkins_action_recovery_task",
+        "schedule": timedelta(seconds=env.int("RECOVERY_INTERVAL_SECONDS", default=15)),
+        "description": "补发 broker 丢失的、或执行途中 worker 死掉的 Jenkins 继续/中止操作",
     },
     "jenkins_bridge.build_mirror": {
         "task": "jenkins_bridge.tasks.jenkins_build_mirror_task",

@@ -1,11 +1,13 @@
-"""Jenkins 操作（继续/中止）的结果记在审批上：成功、暂时失败将重试、永久失败。"""
+"""Jenkins 操作（继续/中止）的结果记在审批上：成功、暂时失败将重试、永久失败；以及执行它的租约。"""
 
 from __future__ import annotations
 
+import secrets
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from approvalbot.metrics import EXTERNAL_CALL_ERRORS
@@ -13,6 +15,25 @@ from approvalbot.metrics import EXTERNAL_CALL_ERRORS
 from . import effects
 from .models import Approval, EventKind, JenkinsActionState
 from .services import event_record
+
+
+def jenkins_action_claim(approval_id: int, *, seconds: float, now: datetime | None = None) -> str | None:
+    """认领一次执行：只有操作还在等、且没人持有（或持有者的租约已过期：worker 死在途中）时成功，返回令牌。
+
+    两个投递（重投、恢复扫描补发、mirror 重新投递）同时到达时只有一个执行，另一个什么也不做。
+    """
+    now = now or timezone.now()
+    token = secrets.token_hex(16)
+    free = Q(jenkins_action_lease_until__isnull=True) | Q(jenkins_action_lease_until__lt=now)
+    claimed = Approval.objects.filter(Q(pk=approval_id, jenkins_action_state=JenkinsActionState.PENDING) & free).update(
+        jenkins_action_lease=token, jenkins_action_lease_until=now + timedelta(seconds=seconds))
+    return token if claimed else None
+
+
+def jenkins_action_release(approval_id: int, token: str, *, due_at: datetime | None = None) -> None:
+    """放开租约；due_at 是下一次该执行的时间（已排了重试），None 表示不用恢复扫描来补（已完成、已失败、在等 input）。"""
+    Approval.objects.filter(pk=approval_id, jenkins_action_lease=token).update(
+        jenkins_action_lease="", jenkins_action_lease_until=None, jenkins_action_due_at=due_at)
 
 
 def approval_record_jenkins_action(

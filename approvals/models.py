@@ -117,6 +117,12 @@ class Approval(models.Model):
     jenkins_action_attempts = models.PositiveSmallIntegerField(_("Jenkins 操作尝试次数"), default=0)
     jenkins_action_error = models.TextField(_("Jenkins 操作错误"), blank=True)
     jenkins_action_at = models.DateTimeField(_("Jenkins 操作时间"), null=True, blank=True)
+    # 谁在执行、何时该再执行：worker 死在执行途中（租约到期）或 broker 丢了消息（到了时间没人认领）时，
+    # 恢复扫描据此在一分钟内补做，不必等 broker 的 visibility_timeout
+    jenkins_action_due_at = models.DateTimeField(_("Jenkins 操作计划时间"), null=True, blank=True)
+    jenkins_action_lease = models.CharField(_("Jenkins 操作执行者"), max_length=32, blank=True)
+    jenkins_action_lease_until = models.DateTimeField(_("Jenkins 操作租约到期"), null=True, blank=True)
+
     # 发布策略（快照，创建时从规则与封版窗口算好）：终态的机器可读原因、封版与紧急发布、按角色法定票、升级
     reason_code = models.CharField(_("原因代码"), max_length=20, blank=True, db_index=True,
                                    help_text=_("如 frozen：封版期间被拒绝"))
@@ -169,6 +175,7 @@ class Approval(models.Model):
             models.Index(fields=["status", "created_at"], name="approval_status_created_idx"),
             models.Index(fields=["status", "decided_at"], name="approval_status_decided_idx"),  # 保留期清理
             models.Index(fields=["status", "escalated_at", "escalate_at"], name="approval_escalation_sweep_idx"),
+            models.Index(fields=["jenkins_action_state", "jenkins_action_due_at"], name="approval_action_recovery_idx"),
         ]
 
     def __str__(self) -> str:

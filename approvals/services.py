@@ -145,6 +145,7 @@ def close_rows(
         "reason": reason[:MAX_REASON_LENGTH],
         "next_reminder_at": None,
         "jenkins_action_state": JenkinsActionState.PENDING if jenkins_action else JenkinsActionState.NONE,
+        "jenkins_action_due_at": now if jenkins_action else None,
         "updated_at": now,
         "reason_code": reason_code,
     }

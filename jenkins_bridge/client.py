@@ -7,8 +7,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -135,8 +138,42 @@ def classify(exc: BaseException, what: str) -> JenkinsError:
     return JenkinsError(f"{what}: {exc}", permanent=False, kind="error")
 
 
+# 每个进程、每个线程、每套连接参数一个 python-jenkins 对象：保持着的 HTTP 连接与 crumb（crumb 绑定在会话
+# cookie 上）在任务之间复用，一次继续只剩一个请求。crumb 过期（Jenkins 重启、会话超时）时得到 403 “No valid
+# crumb”，丢掉它重取一次再发（请求被拒绝，重发不会重复操作）。
+_shared = threading.local()
+_SHARED_LIMIT = 16
+
+
+def _shared_jenkins(url: str, username: str | None, password: str | None, timeout: float) -> jenkins.Jenkins:
+    pid = os.getpid()
+    if getattr(_shared, "pid", None) != pid:  # fork 出来的 worker 子进程不沿用父进程的连接
+        _shared.pid, _shared.clients = pid, {}
+    clients: dict[tuple, jenkins.Jenkins] = _shared.clients
+    secret = hashlib.sha256((password or "").encode()).hexdigest()
+    key = (url, username, secret, timeout)
+    client = clients.get(key)
+    if client is None:
+        if len(clients) >= _SHARED_LIMIT:  # 地址或口令改过很多次：丢掉最早的
+            clients.pop(next(iter(clients)))._session.close()
+        client = clients[key] = jenkins.Jenkins(url, username=username, password=password, timeout=timeout)
+    return client
+
+
+def shared_clients_clear() -> None:
+    """丢掉本线程缓存的客户端（测试里每个用例换一个假 Jenkins）。"""
+    for client in getattr(_shared, "clients", {}).values():
+        client._session.close()
+    _shared.clients = {}
+
+
+def _forget_crumb(client: jenkins.Jenkins) -> None:
+    client.crumb = None
+    client._session.cookies.clear()
+
+
 class JenkinsClient:
-    """一台 Jenkins 的客户端。每个任务新建一个：crumb 与会话随之更新，避免用到过期 crumb。"""
+    """一台 Jenkins 的客户端。底下的 python-jenkins 对象按进程与线程共享（见 _shared_jenkins）。"""
 
     def __init__(self, server: JenkinsServer, *, timeout: float | None = None) -> None:
         if not server.base_url:
@@ -150,12 +187,8 @@ class JenkinsClient:
         self.server = server
         self.timeout = timeout or server.timeout_seconds or 10.0
         token = server.api_token()
-        self._jenkins = jenkins.Jenkins(
-            server.base_url,
-            username=server.username or None,
-            password=token if server.username else None,
-            timeout=self.timeout,
-        )
+        self._jenkins = _shared_jenkins(server.base_url, server.username or None,
+                                        token if server.username else None, self.timeout)
 
     # ------------------------------------------------------------ 底层
 
@@ -165,11 +198,19 @@ class JenkinsClient:
     def _request(self, method: str, path_or_url: str, *, what: str, data: Any = None,
                  headers: dict[str, str] | None = None) -> requests.Response:
         url = path_or_url if path_or_url.startswith(("http://", "https://")) else self._url(path_or_url)
-        req = requests.Request(method, url, data=data, headers=headers or {})
-        try:
-            return self._jenkins.jenkins_request(req)
-        except Exception as exc:  # 统一折算成 JenkinsError（带原异常链）
-            raise classify(exc, what) from exc
+        for attempt in (1, 2):
+            reused_crumb = bool(self._jenkins.crumb)
+            req = requests.Request(method, url, data=data, headers=dict(headers or {}))
+            try:
+                return self._jenkins.jenkins_request(req)
+            except Exception as exc:  # 统一折算成 JenkinsError（带原异常链）
+                error = classify(exc, what)
+                if error.kind == "crumb" and reused_crumb and attempt == 1:
+                    logger.info("Jenkins「%s」不再接受缓存的 crumb，重新获取后重发 %s", self.server.name, what)
+                    _forget_crumb(self._jenkins)
+                    continue
+                raise error from exc
+        raise AssertionError("unreachable")
 
     def _json(self, path: str, *, what: str) -> Any:
         response = self._request("GET", path, what=what)

@@ -7,13 +7,14 @@ import time
 from datetime import datetime, timedelta
 
 from celery import Task, shared_task
-from django.conf import settings
+from celery.signals import task_received
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from approvalbot.celery import retry_countdown
-from approvals.actions import approval_record_jenkins_action
+from approvalbot.trace import trace
+from approvals.actions import approval_record_jenkins_action, jenkins_action_claim, jenkins_action_release
 from approvals.effects import JENKINS_RESUME_TASK
 from approvals.models import Approval, JenkinsActionState, ResumeMode, Status
 
@@ -23,9 +24,23 @@ from .services import approval_input_ready_check, approval_mirror_check, approva
 
 logger = logging.getLogger(__name__)
 
+
+@task_received.connect
+def _trace_received(request: object = None, **kwargs: object) -> None:
+    """worker 主进程收到消息的时刻（交给子进程之前）：基准据此量 broker 与调度的耗时。"""
+    if getattr(request, "name", "") == JENKINS_RESUME_TASK:
+        trace("task_received", f"pk:{(getattr(request, 'args', None) or [None])[0]}")
+
 RESUME_MAX_RETRIES = 12
-# 恢复扫描：最后一次尝试之后超过“最长退避 + 余量”仍是 pending，说明重试消息丢了
-RECOVERY_GRACE_SECONDS = 120
+# 一次执行的时限与租约：硬时限一到子进程被杀，租约随即到期，恢复扫描接手。租约要比硬时限长，
+# 否则还在执行的任务会被当成死掉的再补做一次；它也决定了 worker 被 kill -9 后多久补做（≈ 租约 + 扫描间隔）
+RESUME_SOFT_TIME_LIMIT = 25
+RESUME_TIME_LIMIT = 30
+RESUME_LEASE_SECONDS = 35
+# 恢复扫描：到了该执行的时间、又过了这么久仍没人认领（broker 丢了消息），才补发
+RECOVERY_GRACE_SECONDS = 10
+# 补发之后，同一条至少隔这么久才会再补发（队列积压时不要每轮都多投一份）
+RECOVERY_REPEAT_SECONDS = 30
 MIRROR_BATCH = 200
 # 镜像任务每轮的时间预算：低于任务的软时限（60 秒），查不完的留给下一轮
 MIRROR_TIME_BUDGET_SECONDS = 40.0
@@ -35,19 +50,41 @@ CIRCUIT_BREAKING_KINDS = frozenset({"connection", "timeout", "auth", "not_config
 INPUT_WAIT_FAST_RETRIES = 3
 
 
-@shared_task(name=JENKINS_RESUME_TASK, bind=True, ignore_result=True, max_retries=RESUME_MAX_RETRIES)
+class _Plan:
+    """这次执行之后，下一次该在何时执行（None：不需要恢复扫描来补：已完成、已失败、在等 input 出现）。"""
+
+    def __init__(self) -> None:
+        self.due_at: datetime | None = None
+
+    def retry_in(self, seconds: float) -> float:
+        self.due_at = timezone.now() + timedelta(seconds=seconds)
+        return seconds
+
+
+@shared_task(name=JENKINS_RESUME_TASK, bind=True, ignore_result=True, max_retries=RESUME_MAX_RETRIES,
+             soft_time_limit=RESUME_SOFT_TIME_LIMIT, time_limit=RESUME_TIME_LIMIT)
 def approval_resume_task(self, approval_id: int) -> str:
-    """决定（或超时、取消）之后继续/中止 Jenkins。先看状态：已完成或已失败的什么都不做（幂等）。"""
-    approval = Approval.objects.select_related("jenkins_server").filter(pk=approval_id).first()
-    if approval is None or approval.jenkins_action_state != JenkinsActionState.PENDING:
+    """决定（或超时、取消）之后继续/中止 Jenkins。先认领：已完成、已失败或别人正在执行的什么都不做（幂等）。"""
+    token = jenkins_action_claim(approval_id, seconds=RESUME_LEASE_SECONDS)
+    if token is None:
         return "skip"
+    plan = _Plan()
+    try:
+        return _resume(self, approval_id, plan)
+    finally:
+        jenkins_action_release(approval_id, token, due_at=plan.due_at)
+
+
+def _resume(task: Task, approval_id: int, plan: _Plan) -> str:
+    approval = Approval.objects.select_related("jenkins_server").get(pk=approval_id)
+    trace("task_started", approval.public_id)
     try:
         result = approval_resume_jenkins(approval)
     except JenkinsError as exc:
         if exc.kind == "input_not_pending":
-            return _wait_for_input(self, approval, exc)
+            return _wait_for_input(task, approval, exc, plan)
         _input_wait_end(approval_id)
-        retries = self.request.retries or 0
+        retries = task.request.retries or 0
         give_up = exc.permanent or retries >= RESUME_MAX_RETRIES
         error = exc.message if exc.permanent or not give_up else _("%(error)s（已重试 %(n)s 次，放弃）") % {
             "error": exc.message, "n": retries}
@@ -60,12 +97,12 @@ def approval_resume_task(self, approval_id: int) -> str:
         if give_up:
             logger.warning("审批 %s 的 Jenkins 操作失败（不再重试）：%s", approval.public_id, error)
             return "failed"
-        countdown = retry_countdown(retries)
-        if self.request.is_eager:
-            # 同步（eager）模式没有 broker 能延时：立即重试只会空转，留给恢复扫描补做
+        countdown = plan.retry_in(retry_countdown(retries))
+        if task.request.is_eager:
+            # 同步（eager）模式没有 broker 能延时：立即重试只会空转，到时由恢复扫描补做
             return "retry_later"
         logger.info("审批 %s 的 Jenkins 操作暂时失败，%s 秒后重试：%s", approval.public_id, countdown, exc.message)
-        raise self.retry(exc=exc, countdown=countdown) from exc
+        raise task.retry(exc=exc, countdown=countdown) from exc
     _input_wait_end(approval_id)
     if _already_done(approval_id):
         return "skip"
@@ -73,7 +110,7 @@ def approval_resume_task(self, approval_id: int) -> str:
     return result.action
 
 
-def _wait_for_input(task: Task, approval: Approval, exc: JenkinsError) -> str:
+def _wait_for_input(task: Task, approval: Approval, exc: JenkinsError, plan: _Plan) -> str:
     """构建还在跑、只是还没走到 input：不是失败，也不占用重试次数。
 
     先按退避快速重试几次（通常几秒后就走到了）；之后交给镜像任务，它在 input 出现或构建结束时重新投递。
@@ -92,7 +129,7 @@ def _wait_for_input(task: Task, approval: Approval, exc: JenkinsError) -> str:
     retries = task.request.retries or 0
     if task.request.is_eager or retries >= INPUT_WAIT_FAST_RETRIES:
         return "waiting_input"
-    raise task.retry(exc=exc, countdown=retry_countdown(retries))
+    raise task.retry(exc=exc, countdown=plan.retry_in(retry_countdown(retries)))
 
 
 def _input_wait_end(approval_id: int) -> None:
@@ -108,22 +145,23 @@ def _already_done(approval_id: int) -> bool:
 
 @shared_task(name="jenkins_bridge.tasks.jenkins_action_recovery_task", ignore_result=True)
 def jenkins_action_recovery_task(now: str | None = None) -> int:
-    """补发：决定后 Jenkins 操作仍是 pending，而既没有进行中的重试也早该执行完（broker 丢了消息）。"""
+    """补发：Jenkins 操作还在等，到了该执行的时间却没人认领——broker 丢了消息（Redis 重启后是空的），
+    或执行它的 worker 死了（租约到期）。在等 input 出现的由镜像任务负责。"""
     current = datetime.fromisoformat(now) if now else timezone.now()
-    stale_attempt = current - timedelta(seconds=settings.CELERY_RETRY_BACKOFF_MAX + RECOVERY_GRACE_SECONDS)
-    never_tried = current - timedelta(seconds=RECOVERY_GRACE_SECONDS)
-    ids = list(
-        Approval.objects.filter(jenkins_action_state=JenkinsActionState.PENDING)
-        .filter(Q(jenkins_action_at__isnull=True, decided_at__lte=never_tried) | Q(jenkins_action_at__lte=stale_attempt))
-        # 在等 input 出现的由镜像任务负责（它知道 input 何时出现）；这里再投递只会每分钟空跑一次
+    rows = (
+        Approval.objects.filter(jenkins_action_state=JenkinsActionState.PENDING,
+                                jenkins_action_due_at__lte=current - timedelta(seconds=RECOVERY_GRACE_SECONDS))
+        .filter(Q(jenkins_action_lease_until__isnull=True) | Q(jenkins_action_lease_until__lt=current))
         .exclude(jenkins_watch__awaiting_input_since__isnull=False)
-        .order_by("decided_at")
-        .values_list("pk", flat=True)[:500]
     )
+    ids = list(rows.order_by("jenkins_action_due_at").values_list("pk", flat=True)[:500])
+    if not ids:
+        return 0
+    Approval.objects.filter(pk__in=ids).update(
+        jenkins_action_due_at=current + timedelta(seconds=RECOVERY_REPEAT_SECONDS - RECOVERY_GRACE_SECONDS))
     for pk in ids:
         approval_resume_task.delay(pk)
-    if ids:
-        logger.info("恢复扫描重新投递了 %s 个 Jenkins 操作", len(ids))
+    logger.info("恢复扫描重新投递了 %s 个 Jenkins 操作", len(ids))
     return len(ids)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ class Recorded:
     headers: dict[str, str]
     body: bytes
     response_bytes: int = 0  # 响应体的字节数（测试“只传了末尾”用）
+    at: float = field(default_factory=time.monotonic)  # 收到请求的时刻（基准测试量延迟用）
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -87,6 +89,7 @@ class FakeJenkins:
         self.delay_on = ""  # 只让路径含此片段的请求变慢（空 = 全部）
         self._failures: list[tuple[int, str]] = []  # (status, path 包含的片段)
         self._sessions: dict[str, str] = {}  # JSESSIONID → crumb
+        self._connections: set[socket.socket] = set()  # 保持着的连接（down() 时一起断开）
         self._lock = threading.RLock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -104,11 +107,23 @@ class FakeJenkins:
         return self
 
     def down(self) -> None:
-        """关闭监听端口：之后的请求得到 “connection refused”。"""
+        """关闭监听端口并断开保持着的连接：之后的请求得到 “connection refused”（像进程退出一样）。"""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        with self._lock:
+            open_connections, self._connections = list(self._connections), set()
+        for sock in open_connections:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def expire_sessions(self) -> None:
+        """会话全部失效（Jenkins 重启、会话超时）：之前发放的 crumb 不再被接受。"""
+        with self._lock:
+            self._sessions.clear()
 
     def up(self) -> None:
         """在同一端口重新监听（Jenkins 重启完成）。"""
@@ -205,10 +220,23 @@ class FakeJenkins:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.0"
+            # 真 Jenkins（Jetty）保持连接；每个响应都带 Content-Length。响应一次写出、关掉 Nagle（见假 Bot API）
+            protocol_version = "HTTP/1.1"
+            wbufsize = -1
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: Any) -> None:
                 return
+
+            def setup(self) -> None:
+                super().setup()
+                with fake._lock:
+                    fake._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with fake._lock:
+                    fake._connections.discard(self.connection)
+                super().finish()
 
             def do_GET(self) -> None:
                 fake._dispatch(self, "GET")

@@ -15,7 +15,7 @@ from .commands import (
     on_pending_page,
     on_unknown_button,
 )
-from .common import dedupe_update, gate_chat, in_user_language
+from .common import admit_update, in_user_language
 from .decisions import cmd_approve, cmd_reject, on_approval_button, on_reply
 from .errors import on_error
 from .policy import cmd_delegate, cmd_freeze, cmd_undelegate, cmd_unfreeze
@@ -28,9 +28,8 @@ NEW_MESSAGES = filters.UpdateType.MESSAGE
 def register_handlers(application: Application) -> None:
     # 每个处理器都套上 in_user_language：回答用操作人的 Telegram 语言（唯一决定语言的地方）
     lang = in_user_language
-    # 组 -2：去重；组 -1：只服务已配置的聊天。两者都可能用 ApplicationHandlerStop 终止后续处理
-    application.add_handler(TypeHandler(Update, lang(dedupe_update)), group=-2)
-    application.add_handler(TypeHandler(Update, lang(gate_chat)), group=-1)
+    # 组 -1：去重并且只服务已配置的聊天（一次数据库往返），可能用 ApplicationHandlerStop 终止后续处理
+    application.add_handler(TypeHandler(Update, lang(admit_update)), group=-1)
 
     for name, callback in (
         ("start", cmd_start),

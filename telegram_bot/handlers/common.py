@@ -21,6 +21,7 @@ from telegram.ext import ApplicationHandlerStop, ContextTypes
 
 from accounts.app_config import allowed_chat_ids, app_defaults
 from accounts.models import ProjectRule
+from approvalbot.trace import trace
 
 from ..identity import telegram_identify
 from ..language import user_language
@@ -74,25 +75,12 @@ def in_user_language(callback: Callable[[Any, Any], Awaitable[R]]) -> Callable[[
     return wrapper
 
 
-# ---------------------------------------------------------------- 去重
+# ---------------------------------------------------------------- 去重与只服务已配置的聊天
 
 
 def _bot_id(context: ContextTypes.DEFAULT_TYPE) -> int:
     # token 的冒号前是机器人的数字 id（不是秘密部分）
     return int(context.bot.token.split(":", 1)[0]) if ":" in context.bot.token else 0
-
-
-async def dedupe_update(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """同一个 update 只处理一次（webhook 重投、轮询重放）。第一组处理器，先于一切。"""
-    if not isinstance(update, Update):
-        return
-    fresh = await db(update_mark_processed)(bot_id=_bot_id(context), update_id=update.update_id)
-    if not fresh:
-        logger.info("update %s 已处理过，忽略重复投递", update.update_id)
-        raise ApplicationHandlerStop
-
-
-# ---------------------------------------------------------------- 只服务已配置的聊天
 
 
 def served_group_chats() -> set[int]:
@@ -123,19 +111,40 @@ def chat_is_served(*, chat_id: int, chat_type: str, user_id: int | None, usernam
     return chat_id in served_group_chats()
 
 
-async def gate_chat(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """第二组处理器：不在服务范围的聊天，说明一次然后什么也不做。"""
+def update_admit(*, bot_id: int, update_id: int, chat_id: int | None, chat_type: str | None,
+                 user_id: int | None, username: str | None) -> tuple[bool, bool]:
+    """(是否第一次见到这个 update, 这个聊天是否在服务范围)。一次数据库往返：点按的路径上每一跳都算数。"""
+    if not update_mark_processed(bot_id=bot_id, update_id=update_id):
+        return False, False
+    if chat_id is None or chat_type is None:
+        return True, False
+    return True, chat_is_served(chat_id=chat_id, chat_type=chat_type, user_id=user_id, username=username)
+
+
+async def admit_update(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """第一组处理器，先于一切：同一个 update 只处理一次（webhook 重投、轮询重放）；
+    不在服务范围的聊天说明一次，然后什么也不做。"""
     if not isinstance(update, Update):
         raise ApplicationHandlerStop
+    if update.callback_query is not None:
+        trace("update_received", ((update.callback_query.data or "").split(":") + ["-", "-"])[1])
     chat = update.effective_chat
     user = update.effective_user
-    if chat is None or user is None or user.is_bot:
+    checkable = chat is not None and user is not None and not user.is_bot
+    fresh, served = await db(update_admit)(
+        bot_id=_bot_id(context), update_id=update.update_id,
+        chat_id=chat.id if checkable else None, chat_type=chat.type if checkable else None,
+        user_id=user.id if checkable else None, username=user.username if checkable else None,
+    )
+    if not fresh:
+        logger.info("update %s 已处理过，忽略重复投递", update.update_id)
+        raise ApplicationHandlerStop
+    if served:
+        return
+    if not checkable:
         if update.callback_query:
             await safe_answer(update, _not_served_text(None, None, user), alert=True, is_html=True)
         raise ApplicationHandlerStop
-    served = await db(chat_is_served)(chat_id=chat.id, chat_type=chat.type, user_id=user.id, username=user.username)
-    if served:
-        return
     logger.info("拒绝服务未配置的聊天 %s（%s），用户 %s", chat.id, chat.type, user.id)
     text = _not_served_text(chat.id, chat.type, user)
     if update.callback_query:

@@ -13,6 +13,7 @@ from telegram import Update
 from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
+from approvalbot.trace import trace
 from approvals import effects
 from approvals.errors import AlreadyDecided, ApprovalError
 from approvals.models import Channel, Vote
@@ -136,6 +137,7 @@ async def on_approval_button(update: Update, context: ContextTypes.DEFAULT_TYPE)
     except Exception:
         await safe_answer(update, _("处理失败，已记录错误，请稍后重试。"), alert=True)
         raise
+    trace("decision_committed", parsed.public_id)
     await safe_answer(update, result.text, alert=not result.ok)
     if result.prompt_reason and chat is not None:
         await _ask_reason(update, context, result)

@@ -19,6 +19,9 @@ def celery_eager(monkeypatch):
 
 @pytest.fixture
 def fake_jenkins():
+    from jenkins_bridge.client import shared_clients_clear
+
+    shared_clients_clear()  # 客户端按进程缓存：上一个用例的连接与 crumb 属于上一个假 Jenkins
     fake = FakeJenkins().start()
     yield fake
     fake.down()
