@@ -17,6 +17,8 @@ from django.utils.html import format_html
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, pgettext
 
+from approvalbot.admin_base import ReadOnlyAdminMixin
+
 from .environments import normalize_environment
 from .models import Approver, ConfigState, ProjectRule, Role, Source
 
@@ -229,22 +231,13 @@ class ProjectRuleAdmin(FileSourceWarningMixin, admin.ModelAdmin):
 
 
 @admin.register(ConfigState)
-class ConfigStateAdmin(admin.ModelAdmin):
+class ConfigStateAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """配置文件的加载状态（只读）：最后一个好配置、校验和与最近一次错误（C8）。"""
 
     list_display = ("name", "path", "checksum_short", "loaded_at", "error_flag", "last_error_at")
     fields = ("name", "path", "checksum", "loaded_at", "last_error_display", "last_error_at", "data_pretty")
     readonly_fields = fields
     actions = ("reload_now",)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
     @admin.display(description=gettext_lazy("校验和"))
     def checksum_short(self, obj: ConfigState) -> str:

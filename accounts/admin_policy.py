@@ -18,6 +18,8 @@ from django.utils.html import format_html
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, pgettext
 
+from approvalbot.admin_base import ReadOnlyAdminMixin
+
 from .admin import FileSourceWarningMixin, ListTextField
 from .audit import policy_event_record
 from .config.timespec import zone
@@ -223,7 +225,7 @@ class DelegationAdmin(admin.ModelAdmin):
 
 
 @admin.register(PolicyEvent)
-class PolicyEventAdmin(admin.ModelAdmin):
+class PolicyEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """策略审计（只读）：封版的开始与结束、紧急发布、委托的授予、使用与撤销。"""
 
     list_display = ("created_at", "kind", "actor_name", "channel", "freeze_window", "delegation", "approval_public_id",
@@ -236,15 +238,6 @@ class PolicyEventAdmin(admin.ModelAdmin):
               "approval_public_id", "details_pretty")
     readonly_fields = fields
     actions = ("export_csv",)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
     @admin.display(description=gettext_lazy("详情"))
     def details_short(self, obj: PolicyEvent) -> str:

@@ -23,25 +23,13 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, pgettext
 
 from accounts.environments import is_production
+from approvalbot.admin_base import ReadOnlyAdminMixin
 
 from .exports import approvals_csv_response, events_csv_response
 from .models import Approval, ApprovalEvent, BuildLog, BuildResult, Status, Vote
 from .web import DecisionForm, account_not_linked_message, web_decide, why_cannot_vote
 
 LOG_PREVIEW_CHARS = 20_000
-
-
-class ReadOnlyAdminMixin:
-    """只读：能看、能搜、能导出，不能增删改（历史只追加，审批只经服务层变化）。"""
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 def _pretty_json(value: object) -> str:

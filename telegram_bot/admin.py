@@ -8,15 +8,13 @@ from django.http import HttpRequest
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from approvalbot.admin_base import ReadOnlyAdminMixin
+
 from .models import IdentityEvent, MessageState, ProcessedUpdate, ReasonPrompt, TelegramChat, TelegramMessage
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
+class ReadOnlyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    allow_delete = True  # 簿记：管理员可以清掉，但不能改
 
 
 @admin.register(TelegramMessage)

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.http import HttpRequest
+
+from approvalbot.admin_base import ReadOnlyAdminMixin
 
 from .models import AlertState, BackupRun, Heartbeat, Lease
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
+class ReadOnlyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    allow_delete = True  # 簿记：管理员可以清掉，但不能改
 
 
 @admin.register(BackupRun)
