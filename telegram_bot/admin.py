@@ -63,6 +63,7 @@ class TelegramChatAdmin(admin.ModelAdmin):
 
 @admin.register(IdentityEvent)
 class IdentityEventAdmin(ReadOnlyAdmin):
+    allow_delete = False  # 身份绑定的审计：只追加
     list_display = ("created_at", "kind", "approver", "telegram_id", "telegram_username", "chat_id")
     list_filter = ("kind",)
     search_fields = ("=telegram_id", "telegram_username", "approver__username")

@@ -10,7 +10,7 @@ from django.test import RequestFactory
 from accounts.models import ConfigState, PolicyEvent
 from approvalbot.operations.models import Heartbeat
 from approvals.models import Approval, ApprovalEvent
-from telegram_bot.models import ProcessedUpdate
+from telegram_bot.models import IdentityEvent, ProcessedUpdate
 
 pytestmark = pytest.mark.django_db
 
@@ -23,7 +23,7 @@ def superuser_request():
 
 
 @pytest.mark.parametrize("model, deletable", [
-    (Approval, False), (ApprovalEvent, False), (ConfigState, False), (PolicyEvent, False),
+    (Approval, False), (ApprovalEvent, False), (ConfigState, False), (PolicyEvent, False), (IdentityEvent, False),
     (ProcessedUpdate, True), (Heartbeat, True),
 ])
 def test_read_only_admins_refuse_add_and_change_even_to_a_superuser(superuser_request, model, deletable):
