@@ -51,14 +51,23 @@ INPUT_WAIT_FAST_RETRIES = 3
 
 
 class _Plan:
-    """这次执行之后，下一次该在何时执行（None：不需要恢复扫描来补：已完成、已失败、在等 input 出现）。"""
+    """这次执行之后，下一次该在何时执行（None：不需要恢复扫描来补：已完成、已失败、在等 input 出现）。
+
+    没有走到任何一个结局就出了异常（数据库断开、软时限、程序错误）时仍保留一个时间：acks_late 的消息已经确认，
+    不会再投递，只有恢复扫描能把它捡回来。
+    """
 
     def __init__(self) -> None:
-        self.due_at: datetime | None = None
+        self.due_at: datetime | None = timezone.now() + timedelta(seconds=RECOVERY_REPEAT_SECONDS)
 
     def retry_in(self, seconds: float) -> float:
         self.due_at = timezone.now() + timedelta(seconds=seconds)
         return seconds
+
+    def settled(self, outcome: str) -> str:
+        """有了结局（完成、失败、跳过、交给镜像任务等 input），恢复扫描不必再来。"""
+        self.due_at = None
+        return outcome
 
 
 @shared_task(name=JENKINS_RESUME_TASK, bind=True, ignore_result=True, max_retries=RESUME_MAX_RETRIES,
@@ -89,14 +98,14 @@ def _resume(task: Task, approval_id: int, plan: _Plan) -> str:
         error = exc.message if exc.permanent or not give_up else _("%(error)s（已重试 %(n)s 次，放弃）") % {
             "error": exc.message, "n": retries}
         if _already_done(approval_id):
-            return "skip"
+            return plan.settled("skip")
         approval_record_jenkins_action(
             approval=approval_id, ok=False, action=approval.resume_mode, error=error, permanent=give_up,
             details={"kind": exc.kind, "status": exc.status, "attempt": retries + 1},
         )
         if give_up:
             logger.warning("审批 %s 的 Jenkins 操作失败（不再重试）：%s", approval.public_id, error)
-            return "failed"
+            return plan.settled("failed")
         countdown = plan.retry_in(retry_countdown(retries))
         if task.request.is_eager:
             # 同步（eager）模式没有 broker 能延时：立即重试只会空转，到时由恢复扫描补做
@@ -105,9 +114,9 @@ def _resume(task: Task, approval_id: int, plan: _Plan) -> str:
         raise task.retry(exc=exc, countdown=countdown) from exc
     _input_wait_end(approval_id)
     if _already_done(approval_id):
-        return "skip"
+        return plan.settled("skip")
     approval_record_jenkins_action(approval=approval_id, ok=True, action=result.action, details=result.details)
-    return result.action
+    return plan.settled(result.action)
 
 
 def _wait_for_input(task: Task, approval: Approval, exc: JenkinsError, plan: _Plan) -> str:
@@ -128,7 +137,7 @@ def _wait_for_input(task: Task, approval: Approval, exc: JenkinsError, plan: _Pl
         )
     retries = task.request.retries or 0
     if task.request.is_eager or retries >= INPUT_WAIT_FAST_RETRIES:
-        return "waiting_input"
+        return plan.settled("waiting_input")  # 镜像任务在 input 出现时重新投递
     raise task.retry(exc=exc, countdown=plan.retry_in(retry_countdown(retries)))
 
 

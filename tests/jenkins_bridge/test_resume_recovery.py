@@ -120,3 +120,29 @@ def decide_eager(django_capture_on_commit_callbacks, people):
         return Approval.objects.get(pk=approval.pk)
 
     return run
+
+
+def test_a_task_that_crashes_before_any_outcome_is_picked_up_again(waiting, people, fake_jenkins, monkeypatch,
+                                                                   django_capture_on_commit_callbacks):
+    # 数据库断开、软时限、程序错误：消息已确认（acks_late），只有恢复扫描能把它捡回来
+    import jenkins_bridge.tasks as tasks
+
+    approval = decide_without_tasks(waiting, people, django_capture_on_commit_callbacks)
+    real = tasks.approval_resume_jenkins
+
+    def crash(_approval):
+        raise RuntimeError("数据库连接在执行途中断开")
+
+    monkeypatch.setattr(tasks, "approval_resume_jenkins", crash)
+    with pytest.raises(RuntimeError):
+        tasks.approval_resume_task.apply(args=[approval.pk], throw=True)
+    approval.refresh_from_db()
+    assert approval.jenkins_action_state == JenkinsActionState.PENDING
+    assert approval.jenkins_action_lease == "" and approval.jenkins_action_due_at is not None
+    assert proceeds(fake_jenkins) == []
+    monkeypatch.setattr(tasks, "approval_resume_jenkins", real)
+    assert sweep_at(RECOVERY_GRACE_SECONDS - 2) == 0
+    assert sweep_at(60) == 1  # 崩溃之后一分钟内补做
+    approval.refresh_from_db()
+    assert approval.jenkins_action_state == JenkinsActionState.DONE and approval.jenkins_action_due_at is None
+    assert len(proceeds(fake_jenkins)) == 1
