@@ -1,7 +1,7 @@
 """法定票（X1）：同意票数够了、必需角色每个都有人，才算通过；封版期间的紧急发布另要一位管理员（X4）。
 
 一票算给“为谁投的”那个人（代投时是委托人）；一人兼任几个角色也只填一个名额（二分图最大匹配），
-所以结果与投票先后无关。
+所以结果与投票先后无关。紧急发布的管理员名额例外：只有管理员本人的票能填。
 """
 
 from __future__ import annotations
@@ -71,7 +71,9 @@ def quorum_state(approval: Approval, *, votes: Iterable[Vote] | None = None,
         for role in roles:
             if role.pk in held:
                 holders[role.pk].add(person.pk)
-        if ADMIN_SLOT in holders and person.role.is_admin and person.role.is_active:
+        # 紧急发布的那一位管理员要本人投票：委托来的权限只算审批票，破例放行不能转手
+        voter = vote.approver
+        if ADMIN_SLOT in holders and voter.role.is_admin and voter.role.is_active:
             holders[ADMIN_SLOT].add(person.pk)
     filled = match_slots(slots, holders)
     return Quorum(len(approving), approval.required_approvals,

@@ -284,3 +284,25 @@ def test_adhoc_freeze_from_the_service_is_audited_and_refuses(shop_rule, people)
     kinds = list(PolicyEvent.objects.order_by("id").values_list("kind", "actor__username"))
     assert kinds == [(PolicyEventKind.FREEZE_STARTED, "alice"), (PolicyEventKind.FREEZE_ENDED, "alice")]
 
+
+
+def test_emergency_admin_slot_is_not_filled_through_a_delegation_from_an_admin(shop_rule, people):
+    # 紧急发布要的是一位管理员本人点头：管理员把审批权委托给非管理员，受托人的票只算审批票，不算这一位
+    from datetime import timedelta
+
+    from accounts.delegations import delegation_grant
+
+    weekend()
+    at = local(2026, 11, 28, 12, 0)
+    with time_machine.travel(at, tick=False):
+        delegation_grant(delegator=people["admin"], delegate=people["outsider"], starts_at=at - timedelta(hours=1),
+                         ends_at=at + timedelta(days=2), channel="telegram")
+        approval, _ = approval_create(job_name="shop-backend", build_number=14, environment="production",
+                                      requested_by="dave", emergency=True, emergency_reason="支付回调故障")
+        approval_decide(approval=approval, approver=people["approver"], decision="approve", channel="api")
+        approval_decide(approval=approval, approver=people["approver2"], decision="approve", channel="api")
+        outcome = approval_decide(approval=approval, approver=people["outsider"], decision="approve",
+                                  channel="telegram")
+    assert outcome.vote.on_behalf_of == people["admin"]  # 代管理员投的票照样记下
+    assert not outcome.final and outcome.missing == ("管理员",)
+    assert outcome.approval.status == Status.PENDING
