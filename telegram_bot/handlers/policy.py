@@ -14,7 +14,7 @@ from django.utils.translation import gettext as _
 from telegram import Update
 from telegram.ext import ContextTypes
 
-from accounts.delegations import delegation_grant, delegation_revoke, delegations_for
+from accounts.delegations import MAX_DELEGATION_DAYS, delegation_grant, delegation_revoke, delegations_for
 from accounts.errors import PolicyError
 from accounts.freeze import WindowSpan, freeze_end, freeze_overview, freeze_start
 from accounts.models import ALL_ENVIRONMENTS, Approver, Delegation
@@ -172,6 +172,9 @@ def delegate_text(*, user_id: int, username: str | None, chat_id: int, args: lis
         return esc(_("⚠️ 日期要写成 2026-12-20 这样。") + "\n" + usage)
     if last < first:
         return esc(_("⚠️ 结束日期不能早于开始日期。"))
+    if (last - first).days >= MAX_DELEGATION_DAYS:
+        # 先在日期上挡住：9999-12-31 的第二天算不出来（OverflowError），到不了 delegation_grant 的同一检查
+        return esc("⚠️ " + _("一次委托最长 %(days)s 天。") % {"days": MAX_DELEGATION_DAYS})
     projects, environments, rest = [], [], []
     for word in args[3:]:
         match = _SCOPE_RE.match(word)

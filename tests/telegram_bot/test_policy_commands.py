@@ -112,6 +112,8 @@ def test_delegate_list_and_undelegate(bot, fake_tg, tg_users, shop_rule, people)
         assert reply.text == "⚠️ 找不到审批人「@nobody」：受托人必须是登记过的人。"
         reply = await h.say(tg_users["approver"], GROUP_ID, f"/delegate @erin {end} {start}")
         assert reply.text == "⚠️ 结束日期不能早于开始日期。"
+        reply = await h.say(tg_users["approver"], GROUP_ID, f"/delegate @erin {start} 9999-12-31")
+        assert reply.text == "⚠️ 一次委托最长 366 天。"  # 以前算结束日的第二天时溢出，处理器崩溃
         reply = await h.say(tg_users["approver"], GROUP_ID, "/delegate @erin 12/20 12/31")
         assert reply.text.startswith("⚠️ 日期要写成 2026-12-20 这样。")
         reply = await h.say(tg_users["requester"], GROUP_ID, f"/delegate @erin {start} {end}")
