@@ -21,13 +21,13 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_POST
 
 from accounts.models import Approver
-from accounts.permissions import check_can_approve
 
 from .eligibility import Eligibility
 from .errors import ApprovalError, ApprovalNotFound, PermissionDenied
 from .models import Approval, Channel, Status, Vote
+from .policy import already_voted_message, decision_right, earlier_vote
 from .selectors import approval_get
-from .services import MAX_REASON_LENGTH, approval_decide, is_requester
+from .services import MAX_REASON_LENGTH, approval_decide
 
 
 @dataclass(frozen=True)
@@ -47,18 +47,23 @@ def account_not_linked_message(user: AbstractBaseUser) -> str:
 
 
 def why_cannot_vote(approval: Approval, approver: Approver | None, eligibility: Eligibility | None = None) -> str:
-    """此人此刻不能对这一条投票的原因（与服务层拒绝时说的一致）；能投票时为空串。只用于决定显示不显示按钮。"""
+    """此人此刻不能对这一条投票的原因；能投票时为空串。只用于决定显示不显示按钮。
+
+    与服务层用同一套判断（approvals.policy：自己的、升级得来的或受托的权限，合算一人的委托方投过没有），
+    所以被升级拉进来的人与受托人也看得到按钮，按钮按下去也不会换来另一个理由。
+    """
     if approval.status != Status.PENDING:
         return _("已结束，不能再投票")
     if approver is None:
         return _("后台账号未关联审批人")
-    if any(v.approver_id == approver.pk for v in approval.votes.all()):
-        return _("你已投过票")
-    if is_requester(approval, approver):
-        return _("你是这次构建的发起人，不能审批自己的发布。")
-    rule = (eligibility or Eligibility()).rule(approval.project, approval.environment)
-    result = check_can_approve(approver, project=approval.project, environment=approval.environment, rule=rule)
-    return "" if result else result.reason
+    eligibility = eligibility or Eligibility()
+    rule = eligibility.rule(approval.project, approval.environment)
+    right = decision_right(approval, approver, rule=rule, delegations=eligibility.delegations)
+    if not right:
+        return right.reason
+    earlier = earlier_vote(approval, approver, votes=approval.votes.all(), rule=rule,
+                           delegations=eligibility.delegations)
+    return already_voted_message(approval, approver, earlier) if earlier is not None else ""
 
 
 def web_decide(*, user: AbstractBaseUser, approval: Approval | int, decision: str, reason: str) -> WebDecision:

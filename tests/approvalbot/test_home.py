@@ -59,7 +59,7 @@ def test_staff_home_says_why_a_button_is_missing(client, bob_logged_in, people, 
 
     body = client.get("/").content.decode()
 
-    assert "你已投过票" in body
+    assert f"你已经对审批 {voted.public_id} 投过票了。" in body  # 与服务层拒绝时说的同一句
     assert "项目「payment-gateway」没有配置审批人，也没有默认审批人，只有管理员可以审批。" in body
     assert f'action="/approvals/{other.public_id}/decide"' not in body
 
@@ -109,3 +109,31 @@ def test_admin_view_site_points_to_the_home_page(admin_client):
     assert '<a href="/">查看站点</a>' in body
     assert 'action="/i18n/setlang/"' in body and 'value="en"' in body  # 后台也有语言切换
     assert admin_client.get("/").status_code == 200
+
+
+def test_delegate_gets_buttons_and_the_delegator_is_told_why_not(
+        client, people, shop_rule, make_approval):
+    # 按钮与服务层同一套判断：受托人看得到按钮；委托人在受托人投过之后看到的理由就是服务层会说的那句
+    from datetime import timedelta
+
+    from django.contrib.auth.models import User
+    from django.utils import timezone
+
+    from accounts.delegations import delegation_grant
+
+    now = timezone.now()
+    delegation_grant(delegator=people["approver"], delegate=people["outsider"], starts_at=now - timedelta(hours=1),
+                     ends_at=now + timedelta(days=1), channel="telegram")
+    approval = make_approval(environment="production")  # 两票：受托人投过之后仍在等
+    for person in ("outsider", "approver"):
+        user = User.objects.create_user(person, password="pw", is_staff=True)
+        people[person].user = user
+        people[person].save(update_fields=["user"])
+
+    client.force_login(people["outsider"].user)
+    assert f'action="/approvals/{approval.public_id}/decide"' in client.get("/").content.decode()
+    approval_decide(approval=approval, approver=people["outsider"], decision="approve", channel="api")
+    client.force_login(people["approver"].user)
+    body = client.get("/").content.decode()
+    assert "委托期间委托人与受托人算作一位审批人" in body
+    assert f'action="/approvals/{approval.public_id}/decide"' not in body
