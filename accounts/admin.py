@@ -15,9 +15,10 @@ from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy, pgettext
+from django.utils.translation import gettext_lazy
 
 from approvalbot.admin_base import ReadOnlyAdminMixin
+from approvalbot.text import join_names
 
 from .environments import normalize_environment
 from .models import Approver, ConfigState, ProjectRule, Role, Source
@@ -222,12 +223,12 @@ class ProjectRuleAdmin(FileSourceWarningMixin, admin.ModelAdmin):
 
     @admin.display(description=gettext_lazy("别名"))
     def aliases_display(self, obj: ProjectRule) -> str:
-        return pgettext("list separator", "、").join(str(a) for a in obj.aliases) or "-"
+        return join_names(str(a) for a in obj.aliases) or "-"
 
     @admin.display(description=gettext_lazy("审批人"))
     def approvers_display(self, obj: ProjectRule) -> str:
         names = [a.label for a in obj.approvers.all()] + [f"[{r}]" for r in obj.approver_roles.all()]
-        return pgettext("list separator", "、").join(names) or "-"
+        return join_names(names) or "-"
 
 
 @admin.register(ConfigState)

@@ -16,9 +16,10 @@ from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.html import format_html
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy, pgettext
+from django.utils.translation import gettext_lazy
 
 from approvalbot.admin_base import ReadOnlyAdminMixin
+from approvalbot.text import join_names
 
 from .admin import FileSourceWarningMixin, ListTextField
 from .audit import policy_event_record
@@ -43,7 +44,7 @@ def _local(value: object) -> str:
 
 
 def _joined(items: list[str]) -> str:
-    return pgettext("list separator", "、").join(str(i) for i in items) or "-"
+    return join_names(str(i) for i in items) or "-"
 
 
 def _actor(request: HttpRequest) -> Approver | None:

@@ -14,7 +14,8 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.translation import gettext as _
-from django.utils.translation import pgettext
+
+from approvalbot.text import join_names
 
 from .audit import policy_event_record
 from .environments import normalize_environment
@@ -54,7 +55,7 @@ def _own_rights_check(delegator: Approver) -> None:
         return
     received = delegations_received(delegator)
     if received:
-        names = pgettext("list separator", "、").join(d.delegator.label for d in received)
+        names = join_names(d.delegator.label for d in received)
         raise PolicyError(_("你的审批权来自委托（%(names)s），委托得来的权限不能再转交。") % {"names": names},
                           code="redelegation")
     raise PolicyError(_("你的角色「%(role)s」没有审批权限，没有可以委托的审批权。") % {"role": role},

@@ -20,10 +20,11 @@ from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.html import format_html
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy, pgettext
+from django.utils.translation import gettext_lazy
 
 from accounts.environments import is_production
 from approvalbot.admin_base import ReadOnlyAdminMixin
+from approvalbot.text import join_names
 
 from .exports import approvals_csv_response, events_csv_response
 from .models import Approval, ApprovalEvent, BuildLog, BuildResult, Status, Vote
@@ -205,7 +206,7 @@ class ApprovalAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                                   result.level)
         if done:
             text = _("已同意：%(ids)s") if decision == Vote.Decision.APPROVE else _("已拒绝：%(ids)s")
-            self.message_user(request, text % {"ids": pgettext("list separator", "、").join(done)}, messages.SUCCESS)
+            self.message_user(request, text % {"ids": join_names(done)}, messages.SUCCESS)
 
     @admin.action(description=gettext_lazy("同意所选审批"))
     def approve_selected(self, request: HttpRequest, queryset: QuerySet[Approval]) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,9 +23,9 @@ from django.template.loader import get_template
 from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext as _
-from django.utils.translation import pgettext
 
 from accounts.environments import DEVELOPMENT, PRODUCTION, STAGING, TEST, normalize_environment
+from approvalbot.text import join_names  # noqa: F401 -- 模板过滤器与通知经这里用它
 from approvals.display import format_time
 
 MAX_MESSAGE_LENGTH = 4096
@@ -170,11 +170,6 @@ def with_note(text: str, note: str) -> str:
     """“文字（备注）”，纯文本（调用方负责转义）。"""
     # Translators: 全角括号；英文写作 "%(text)s (%(note)s)"
     return _("%(text)s（%(note)s）") % {"text": text, "note": note}
-
-
-def join_names(items: Iterable[str]) -> str:
-    """并列的名字/项目：中文用顿号，英文用逗号。纯文本。"""
-    return pgettext("list separator", "、").join(items)
 
 
 def safe_url(url: str | None) -> str | None:

@@ -13,6 +13,8 @@ from typing import Any
 
 from django.utils.translation import gettext as _
 
+from approvalbot.text import join_names
+
 from ..environments import normalize_environment
 from ..matching import match_slots
 from ..models import Approver, ProjectRule, Role, Source
@@ -331,7 +333,7 @@ def required_approvals_check(c: Collector, users: dict[str, UserSpec], rules: li
                 path = (*path, "environments", rule.environment)
             c.error((*path, "required_approvals"), _(
                 "需要 %(n)s 票同意，但只有 %(m)s 位可用审批人（%(names)s），审批永远无法通过") % {
-                "n": rule.required_approvals, "m": len(people), "names": "、".join(sorted(people)) or "-"})
+                "n": rule.required_approvals, "m": len(people), "names": join_names(sorted(people)) or "-"})
 
 
 def required_roles_check(c: Collector, users: dict[str, UserSpec], rules: list[RuleSpec], existing: Existing) -> None:
@@ -353,7 +355,7 @@ def required_roles_check(c: Collector, users: dict[str, UserSpec], rules: list[R
                 continue
             if not holders[role]:
                 message = _("要求角色「%(role)s」的一票，但可审批的人（%(names)s）里没有人担任这个角色，审批永远无法通过") % {
-                    "role": role, "names": "、".join(sorted(people)) or "-"}
+                    "role": role, "names": join_names(sorted(people)) or "-"}
             else:
                 message = _("角色「%(role)s」只能由已占用其他必需角色的人担任（一人只算一个角色），审批永远无法通过") % {
                     "role": role}

@@ -12,9 +12,11 @@ from typing import Any
 
 from django.utils.functional import Promise
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy, pgettext
+from django.utils.translation import gettext_lazy
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
+
+from approvalbot.text import join_names
 
 MAX_ERRORS_SHOWN = 50
 
@@ -117,7 +119,7 @@ def visible_fields(model: type[BaseModel]) -> list[str]:
 
 def unknown_key_message(key: str, model: type[BaseModel]) -> str:
     return str(MESSAGES["extra_forbidden"]) % {
-        "key": key, "allowed": pgettext("list separator", "、").join(visible_fields(model))}
+        "key": key, "allowed": join_names(visible_fields(model))}
 
 
 def _model_in(annotation: Any) -> Any:

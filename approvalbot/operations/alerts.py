@@ -24,6 +24,7 @@ from django.utils.translation import gettext as _
 
 from accounts.app_config import alerts_settings, app_defaults
 from approvalbot.celery import app as celery_app
+from approvalbot.text import join_names
 from approvals.display import format_time
 
 from .effects import ALERT_NOTIFY_TASK
@@ -83,7 +84,7 @@ def _problem(name: str, data: dict[str, Any]) -> str:
             "n": data.get("overdue"), "id": data.get("oldest_overdue"), "m": int(data.get("overdue_seconds", 0)) // 60}
     if name == "jenkins_actions":
         return _("%(stuck)s 个 Jenkins 操作卡在等待执行，%(failed)s 个在 24 小时内失败（如 %(ids)s）") % {
-            "stuck": data.get("stuck"), "failed": data.get("failed_24h"), "ids": "、".join(data.get("examples") or [])}
+            "stuck": data.get("stuck"), "failed": data.get("failed_24h"), "ids": join_names(data.get("examples") or [])}
     return str(data.get("status"))
 
 

@@ -35,6 +35,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts.app_config import backup_settings
+from approvalbot.text import join_names
 
 from .models import BackupRun, BackupStatus, BackupTrigger
 
@@ -403,7 +404,7 @@ def backup_restore(path: Path, *, force: bool = False, using: str = "default") -
     if not force:
         filled = database_contents(using)
         if filled:
-            shown = "、".join(filled[:8]) + ("……" if len(filled) > 8 else "")
+            shown = join_names(filled[:8]) + ("……" if len(filled) > 8 else "")
             raise BackupError(
                 _("目标数据库不是空的（%(tables)s 里有数据）：恢复会覆盖它们。确认要覆盖时加 --force。") % {"tables": shown},
                 exit_code=EXIT_REFUSED)

@@ -13,6 +13,7 @@ from telegram import Update
 from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
+from approvalbot.text import join_names
 from approvalbot.trace import trace
 from approvals import effects
 from approvals.errors import AlreadyDecided, ApprovalError
@@ -83,7 +84,7 @@ def decide_from_telegram(
         received = outcome.received
         left = max(final.required_approvals - received, 0)
         numbers = {"id": final.public_id, "n": received, "m": final.required_approvals, "left": left,
-                   "roles": "、".join(outcome.missing)}
+                   "roles": join_names(outcome.missing)}
         if left and outcome.missing:
             text = _("✅ 已记录你对 %(id)s 的同意（%(n)d/%(m)d），还需 %(left)d 票，且还缺角色：%(roles)s。") % numbers
         elif outcome.missing:
