@@ -41,12 +41,23 @@ def approvals_refuse_frozen(*, now: datetime | None = None, limit: int = POLICY_
     if not windows:
         return []
     eligibility = Eligibility()
-    rows = list(lock_rows(candidates.order_by("pk")[:limit], skip_locked=True))
-    by_freeze: dict[tuple[int, datetime], tuple[FreezeHit, list[Approval]]] = {}
-    for row in rows:
+    # 先不加锁地找出真在封版里的（规则按项目与环境缓存）：不在任何窗口里的行不锁、也不占名额——
+    # 否则前 limit 条都不在封版里时，后面的永远轮不到，每一轮还白白锁住它们、挡住正在做的决定
+    hits: dict[int, FreezeHit] = {}
+    for row in candidates.order_by("pk").iterator(chunk_size=500):
         hit = freeze_for(row, eligibility.rule(row.project, row.environment), at=now, windows=windows)
         if hit is not None:
-            by_freeze.setdefault((hit.window.pk, hit.ends_at), (hit, []))[1].append(row)
+            hits[row.pk] = hit
+            if len(hits) >= limit:
+                break
+    if not hits:
+        return []
+    rows = list(lock_rows(Approval.objects.filter(pk__in=hits, status=Status.PENDING).order_by("pk"),
+                          skip_locked=True))
+    by_freeze: dict[tuple[int, datetime], tuple[FreezeHit, list[Approval]]] = {}
+    for row in rows:
+        hit = hits[row.pk]
+        by_freeze.setdefault((hit.window.pk, hit.ends_at), (hit, []))[1].append(row)
     refused: list[int] = []
     for hit, group in by_freeze.values():
         closed = close_rows(group, status=Status.REJECTED, reason=frozen_reason(hit), reason_code=FROZEN,

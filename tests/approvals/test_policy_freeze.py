@@ -14,7 +14,7 @@ import time_machine
 from accounts.freeze import freeze_find, freeze_overview
 from accounts.models import FreezeKind, FreezeWindow, PolicyEvent, PolicyEventKind, Source, Weekday
 from approvals.errors import AlreadyDecided, InvalidRequest, PermissionDenied
-from approvals.models import ApprovalEvent, EventKind, JenkinsActionState, Status
+from approvals.models import Approval, ApprovalEvent, EventKind, JenkinsActionState, Status
 from approvals.policy_sweeps import approvals_refuse_frozen, policy_sweep
 from approvals.services import approval_create, approval_decide
 from approvals.tasks import policy_sweep_task
@@ -306,3 +306,17 @@ def test_emergency_admin_slot_is_not_filled_through_a_delegation_from_an_admin(s
     assert outcome.vote.on_behalf_of == people["admin"]  # 代管理员投的票照样记下
     assert not outcome.final and outcome.missing == ("管理员",)
     assert outcome.approval.status == Status.PENDING
+
+
+def test_refuse_sweep_is_not_starved_by_pending_requests_outside_any_window(shop_rule):
+    # 以前每轮只看前 limit 条（并把它们都锁住）：前面的都不在封版里时，后面真在封版里的永远轮不到
+    shop_rule.freeze_pending = "refuse"
+    shop_rule.save()
+    weekend()  # 只封生产
+    with time_machine.travel(local(2026, 11, 27, 17, 50), tick=False):
+        outside = [approval_create(job_name=f"folder/shop-{n}", build_number=n, environment="test")[0]
+                   for n in range(1, 6)]
+        inside, _ = approval_create(job_name="folder/shop-9", build_number=9, environment="production")
+    with time_machine.travel(local(2026, 11, 27, 18, 1), tick=False):
+        assert approvals_refuse_frozen(limit=3) == [inside.pk]
+    assert all(a.status == Status.PENDING for a in Approval.objects.filter(pk__in=[a.pk for a in outside]))
