@@ -13,8 +13,8 @@ from django.utils import timezone
 from approvalbot.metrics import EXTERNAL_CALL_ERRORS
 
 from . import effects
+from .history import event_record
 from .models import Approval, EventKind, JenkinsActionState
-from .services import event_record
 
 
 def jenkins_action_claim(approval_id: int, *, seconds: float, now: datetime | None = None) -> str | None:

@@ -9,8 +9,9 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from . import effects
+from .history import event_record
 from .models import Approval, BuildLog, BuildResult, Channel, EventKind, Status
-from .services import BUILD_KEY_REUSE_AFTER, approval_cancel, event_record, jenkins_server_model
+from .services import BUILD_KEY_REUSE_AFTER, approval_cancel, jenkins_server_model
 
 
 @transaction.atomic

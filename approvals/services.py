@@ -45,7 +45,7 @@ from .models import (
     Vote,
     generate_public_id,
 )
-from .policy import already_voted_message, decision_right, earlier_vote, is_requester
+from .policy import already_voted_message, decision_right, earlier_vote
 from .quorum import quorum_state
 
 logger = logging.getLogger(__name__)
@@ -77,9 +77,6 @@ def jenkins_server_model() -> Any:
 def build_key_reused(first_seen: datetime) -> bool:
     """同一个（Jenkins、任务、构建号）上次出现已超过 BUILD_KEY_REUSE_AFTER：视为另一次构建。"""
     return first_seen < timezone.now() - BUILD_KEY_REUSE_AFTER
-
-
-__all__ = ["event_record", "is_requester"]  # 原在这里定义，现在在 history / policy；旧的导入照常可用
 
 
 # ---------------------------------------------------------------- 终态：唯一的入口

@@ -17,6 +17,7 @@ from django.utils import timezone
 from accounts.app_config import RETENTION_DEFAULT_DAYS, retention_days
 from accounts.config import config_load
 from approvals.builds import build_log_append, build_result_record
+from approvals.history import event_record
 from approvals.models import (
     Approval,
     ApprovalEvent,
@@ -28,7 +29,7 @@ from approvals.models import (
     Vote,
 )
 from approvals.retention import approvals_purge_old
-from approvals.services import approval_decide, event_record
+from approvals.services import approval_decide
 from approvals.tasks import retention_purge_task
 from jenkins_bridge.models import JenkinsServer
 
