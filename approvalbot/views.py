@@ -19,6 +19,7 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET
 
 from accounts.models import Approver
+from approvalbot.operations.alerts import component_label
 from approvals.eligibility import Eligibility
 from approvals.models import Approval, Status, Vote
 from approvals.selectors import approval_list
@@ -27,14 +28,6 @@ from approvals.web import DecisionForm, account_not_linked_message, why_cannot_v
 PENDING_LIMIT = 50
 RECENT_LIMIT = 10
 
-COMPONENT_LABELS = {
-    "database": gettext_lazy("数据库"),
-    "broker": gettext_lazy("消息队列（broker）"),
-    "beat": gettext_lazy("定时任务（beat）"),
-    "worker": gettext_lazy("后台任务（worker）"),
-    "jenkins": gettext_lazy("Jenkins"),
-    "telegram": gettext_lazy("Telegram"),
-}
 STATUS_LABELS = {
     "ok": gettext_lazy("正常"),
     "degraded": gettext_lazy("部分异常"),
@@ -93,7 +86,7 @@ def _components() -> tuple[str, list[dict[str, Any]]]:
             detail = _("没有设置 TELEGRAM_BOT_TOKEN：不发消息，也不发提醒")
         if name == "jenkins" and status == "not_configured":
             detail = _("没有设置 JENKINS_URL，后台也没有配置 Jenkins 服务器")
-        items.append({"name": name, "label": COMPONENT_LABELS.get(name, name), "status": status,
+        items.append({"name": name, "label": component_label(name), "status": status,
                       "status_label": STATUS_LABELS.get(status, status), "detail": str(detail)[:200]})
     return report["status"], items
 

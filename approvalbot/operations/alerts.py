@@ -48,7 +48,7 @@ def component_label(name: str) -> str:
         return _("Jenkins「%(name)s」") % {"name": name.split(":", 1)[1]}
     labels = {
         "database": _("数据库"), "broker": _("消息队列（broker）"), "beat": _("定时调度（beat）"),
-        "worker": _("后台任务（worker）"), "telegram": "Telegram", "backup": _("备份"),
+        "worker": _("后台任务（worker）"), "jenkins": "Jenkins", "telegram": "Telegram", "backup": _("备份"),
         "approvals": _("审批超时处理"), "jenkins_actions": _("Jenkins 继续/中止操作"),
     }
     return labels.get(name, name)
