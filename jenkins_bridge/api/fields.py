@@ -126,7 +126,31 @@ class DocumentedFieldExtension(OpenApiSerializerFieldExtension):
         return self.target.openapi_schema("body")
 
 
-class RequiredAlternatives:
+class Described:
+    """文档里组件的说明用 openapi_description（惰性翻译）：spectacular 默认取 docstring，那是写给维护者的中文，
+    英文文档里会原样留下。"""
+
+    openapi_description: Any = ""
+
+
+def _described(schema: dict[str, Any], serializer: Any) -> dict[str, Any]:
+    description = getattr(serializer, "openapi_description", "")
+    if description:
+        schema["description"] = description
+    else:
+        schema.pop("description", None)
+    return schema
+
+
+class DescribedExtension(OpenApiSerializerExtension):
+    target_class = Described
+    match_subclasses = True
+
+    def map_serializer(self, auto_schema: Any, direction: str) -> dict[str, Any]:
+        return _described(auto_schema._map_serializer(self.target, direction, bypass_extensions=True), self.target)
+
+
+class RequiredAlternatives(Described):
     """经 canonical_input 合并的请求体：null 等于没给（所以可选字段在文档里都可为 null）；
     “至少给全其中一组字段”（组内字段不为 null、不为空串）的校验在 validate() 里，文档写成 anyOf。"""
 
@@ -136,9 +160,10 @@ class RequiredAlternatives:
 class RequiredAlternativesExtension(OpenApiSerializerExtension):
     target_class = RequiredAlternatives
     match_subclasses = True
+    priority = 1  # 这些序列化器也是 Described：由这里一并写说明
 
     def map_serializer(self, auto_schema: Any, direction: str) -> dict[str, Any]:
-        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        schema = _described(auto_schema._map_serializer(self.target, direction, bypass_extensions=True), self.target)
         if direction == "request":
             required = set(schema.get("required", []))
             for name, prop in schema["properties"].items():
@@ -165,6 +190,7 @@ def query_parameters(serializer: serializers.Serializer, *, exclude: tuple[str, 
             schema = {"type": "string", "format": "date-time"}
         else:  # pragma: no cover - 新字段类型要在这里写明文档
             raise TypeError(f"{name}: 不知道 {type(field).__name__} 在查询串里的文档")
+        # 说明保持惰性：文档按每个请求的 Accept-Language 生成，导入时 str() 会把它定格成中文
         parameters.append(OpenApiParameter(name, schema, OpenApiParameter.QUERY, required=field.required,
-                                           description=str(field.help_text or "")))
+                                           description=field.help_text or ""))
     return parameters

@@ -12,6 +12,7 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 
 from .errors import InvalidInput
+from .examples import BASE_URL as EXAMPLE_BASE_URL
 
 _POSITIVE = re.compile(r"[0-9]{1,18}")
 MAX_PAGE = 2_147_483_647  # 文档写明上限：更大的数不是“超出最后一页”（404），而是不合法（400）
@@ -22,6 +23,8 @@ class ApiPagination(PageNumberPagination):
     page_size_query_param = "page_size"
     max_page_size = 200
     last_page_strings = ()  # 不认 page=last：文档只说整数
+    # 文档示例里翻页链接的路径（列表视图用子类给出）。示例是 page_size=1 时的第一页：与只列一条的 results 对得上
+    example_path = "/api/approvals"
 
     def _positive(self, request: Request, name: str, maximum: int) -> int | None:
         values = request.query_params.getlist(name)
@@ -41,6 +44,14 @@ class ApiPagination(PageNumberPagination):
 
     def get_page_number(self, request: Request, paginator: Paginator) -> int:
         return self._positive(request, self.page_query_param, MAX_PAGE) or 1
+
+    def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        paged = super().get_paginated_response_schema(schema)
+        properties = paged["properties"]
+        properties["count"]["example"] = 2
+        properties["next"]["example"] = f"{EXAMPLE_BASE_URL}{self.example_path}?page=2&page_size=1"
+        properties["previous"]["example"] = None
+        return paged
 
     def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
         return [

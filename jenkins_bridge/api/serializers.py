@@ -20,6 +20,7 @@ from approvals.models import Approval, BuildResultValue, Status
 
 from ..models import JenkinsServer
 from .fields import (
+    Described,
     DocumentedField,
     RequiredAlternatives,
     SecondsField,
@@ -174,6 +175,10 @@ class JenkinsServerField(TextField):
         return schema
 
 
+# 英文文档里不能有中文：中文的环境写法只在中文说明里举例
+ENVIRONMENT_HELP = gettext_lazy("环境，如 production、prod 或 生产；同一环境的常见写法都认")
+
+
 def _text(name: str, help_text: str, max_length: int, **kwargs: Any) -> TextField:
     kwargs.setdefault("default", "")
     return TextField(required=False, allow_blank=True, max_length=max_length,
@@ -204,14 +209,14 @@ class FlagField(DocumentedField, serializers.BooleanField):
 
 
 class WaitInputSerializer(RequiredAlternatives, serializers.Serializer):
-    """没有 id 时，必须有项目（project 或 job_name，任一写法）与构建号；有 id 时只查询那条审批。"""
-
+    openapi_description = gettext_lazy(
+        "没有 id 时，必须有项目（project 或 job_name，任一写法）与构建号；有 id 时只查询那条审批。")
     required_alternatives = (("id",), ("project", "build_number"), ("job_name", "build_number"))
 
     project = _text("project", gettext_lazy("项目名（缺省时用任务名）"), 200, default=None)
     job_name = _text("job_name", gettext_lazy("Jenkins 任务名，可带文件夹（缺省时用项目名）"), 255, default=None)
     # 长度上限与 approvals.models.Approval 的列一致：超长是 400，而不是 MySQL 上的 500（DataError）
-    environment = _text("environment", gettext_lazy("环境，如 production / 生产"), 32)
+    environment = _text("environment", ENVIRONMENT_HELP, 32)
     build_number = WholeNumberField(required=False, min_value=0, max_value=2_147_483_647,
                                     help_text=alias_help(gettext_lazy("构建号"), "build_number"))
     build_url = _text("build_url", gettext_lazy("构建链接（http 或 https）"), 500, validators=[validate_http_url])
@@ -276,8 +281,8 @@ class LinksSerializer(serializers.Serializer):
 
 
 # 契约字段（见 DESIGN “HTTP API”）；只用于文档，实际的回答由 approval_reply() 生成
-class ApprovalReplySerializer(serializers.Serializer):
-    """一条审批的当前状态：proceed 为 true 时流水线可以继续。"""
+class ApprovalReplySerializer(Described, serializers.Serializer):
+    openapi_description = gettext_lazy("一条审批的当前状态：proceed 为 true 时流水线可以继续。")
 
     id = serializers.CharField()
     status = serializers.ChoiceField(choices=Status.choices)
@@ -372,7 +377,7 @@ class JenkinsActionSerializer(serializers.Serializer):
 
 
 class ApprovalDetailSerializer(ApprovalReplySerializer):
-    """一条审批的详情：等待接口的字段 + 构建信息、投票与完整历史。"""
+    openapi_description = gettext_lazy("一条审批的详情：等待接口的字段 + 构建信息、投票与完整历史。")
 
     job_name = serializers.CharField()
     build_url = serializers.CharField()
@@ -404,8 +409,7 @@ class ApprovalListFilterSerializer(serializers.Serializer):
 
     status = serializers.ChoiceField(choices=Status.choices, required=False, help_text=gettext_lazy("状态"))
     project = TextField(required=False, max_length=200, trim_whitespace=False, help_text=gettext_lazy("项目名"))
-    environment = TextField(required=False, max_length=64, trim_whitespace=False,
-                            help_text=gettext_lazy("环境，如 production / 生产"))
+    environment = TextField(required=False, max_length=64, trim_whitespace=False, help_text=ENVIRONMENT_HELP)
     created_from = serializers.DateTimeField(required=False, help_text=gettext_lazy("创建时间不早于（ISO 8601）"))
     created_to = serializers.DateTimeField(required=False, help_text=gettext_lazy("创建时间不晚于（ISO 8601）"))
     search = TextField(required=False, max_length=100, trim_whitespace=False,
@@ -419,7 +423,7 @@ class DecisionInputSerializer(serializers.Serializer):
 
 
 class DecisionReplySerializer(ApprovalReplySerializer):
-    """投票后审批的状态；final 表示这一票是否让审批有了结果。"""
+    openapi_description = gettext_lazy("投票后审批的状态；final 表示这一票是否让审批有了结果。")
 
     final = serializers.BooleanField(help_text=gettext_lazy("这一票是否让审批进入终态"))
 
@@ -446,8 +450,8 @@ class ApproverSerializer(serializers.Serializer):
 
 
 class BuildResultInputSerializer(RequiredAlternatives, serializers.Serializer):
-    """必须有项目（project 或 job_name，任一写法）、构建号与结果；带 id 时关联到那条审批。"""
-
+    openapi_description = gettext_lazy(
+        "必须有项目（project 或 job_name，任一写法）、构建号与结果；带 id 时关联到那条审批。")
     required_alternatives = (("project",), ("job_name",))
 
     project = _text("project", gettext_lazy("项目名（缺省时用任务名）"), 200, default=None)

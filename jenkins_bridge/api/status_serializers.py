@@ -11,7 +11,8 @@ from rest_framework import serializers
 
 from approvals.analytics import MAX_DAYS
 
-from .fields import DocumentedField, TextField, WholeNumberField
+from .fields import Described, DocumentedField, TextField, WholeNumberField
+from .serializers import ENVIRONMENT_HELP
 
 _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", re.ASCII)
 
@@ -36,8 +37,7 @@ class StatusFilterSerializer(serializers.Serializer):
     days = WholeNumberField(required=False, min_value=1, max_value=MAX_DAYS,
                             help_text=gettext_lazy("统计多少天（含 until 当天），缺省 30"))
     project = TextField(required=False, max_length=200, trim_whitespace=False, help_text=gettext_lazy("项目名"))
-    environment = TextField(required=False, max_length=64, trim_whitespace=False,
-                            help_text=gettext_lazy("环境，如 production / 生产"))
+    environment = TextField(required=False, max_length=64, trim_whitespace=False, help_text=ENVIRONMENT_HELP)
 
 
 class PeriodSerializer(serializers.Serializer):
@@ -111,8 +111,9 @@ class PendingNowSerializer(serializers.Serializer):
     oldest = PendingItemSerializer(many=True, help_text=gettext_lazy("等得最久的几条"))
 
 
-class StatusAnalyticsSerializer(serializers.Serializer):
-    """范围内新建的审批的分析；pending_now 是此刻的待审批（按项目、环境过滤，不受日期范围影响）。"""
+class StatusAnalyticsSerializer(Described, serializers.Serializer):
+    openapi_description = gettext_lazy(
+        "范围内新建的审批的分析；pending_now 是此刻的待审批（按项目、环境过滤，不受日期范围影响）。")
 
     period = PeriodSerializer()
     filters = StatsScopeSerializer()
@@ -130,8 +131,9 @@ class StatusAnalyticsSerializer(serializers.Serializer):
     pending_now = PendingNowSerializer()
 
 
-class StatusReplySerializer(serializers.Serializer):
-    """total、by_status、today、median_decision_seconds 是全部历史，不受查询参数影响；analytics 是所选范围的分析。"""
+class StatusReplySerializer(Described, serializers.Serializer):
+    openapi_description = gettext_lazy(
+        "total、by_status、today、median_decision_seconds 是全部历史，不受查询参数影响；analytics 是所选范围的分析。")
 
     total = serializers.IntegerField()
     by_status = serializers.DictField(child=serializers.IntegerField())

@@ -11,7 +11,8 @@ from django.http import HttpRequest, HttpResponse
 from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -29,6 +30,7 @@ from approvals.selectors import approval_get
 from approvals.services import approval_create, approval_decide
 
 from ..models import ApiScope
+from . import examples
 from .authentication import BearerTokenAuthentication
 from .errors import InvalidInput, PayloadTooLarge, json_bytes
 from .fields import query_parameters
@@ -90,28 +92,25 @@ def errors(*codes: int) -> dict[int, OpenApiResponse]:
     return {code: OpenApiResponse(ErrorSerializer, description=ERROR_TEXT[code]) for code in codes}
 
 
-ERROR_EXAMPLE = OpenApiExample(
-    _("错误（统一形状）"),
-    value={"error": {"code": "already_decided", "message": "审批 7K3M9Q2A 已由 Bob 于 2026-01-01 10:00:00 已同意。",
-                     "details": {"status": "approved", "decided_by": "Bob",
-                                 "decided_at": "2026-01-01T02:00:00+00:00"}}},
-    response_only=True,
-    status_codes=["409"],
-)
+class ApiAutoSchema(AutoSchema):
+    """回答写成 OpenApiResponse（为了给它说明）后，spectacular 判断“是不是列表”看的是这层包装：
+    列表接口会丢掉分页参数，operationId 也从 *_list 变成 *_retrieve。先拆开包装再判断。"""
 
-REPLY_EXAMPLE = {
-    "id": "7K3M9Q2A", "status": "pending", "proceed": False, "project": "shop-backend",
-    "environment": "production", "build_number": 128, "version": "v2.3.0", "required_approvals": 2,
-    "approvals_received": 0, "created_at": "2026-01-01T10:00:00+08:00", "expires_at": "2026-01-01T10:30:00+08:00",
-    "decided_at": None, "decided_by": None, "reason": "",
-    "links": {"status": "https://approval.example.com/api/status/7K3M9Q2A",
-              "logs": "https://approval.example.com/logs/7K3M9Q2A"},
-}
+    def _is_list_view(self, serializer: Any = None) -> bool:
+        if serializer is None:
+            serializer = self.get_response_serializers()
+        if isinstance(serializer, dict) and serializer:
+            serializer = {str(code): item for code, item in serializer.items()}
+            serializer = serializer[min(serializer)]  # 与 spectacular 一样取最小的状态码
+        if isinstance(serializer, OpenApiResponse):
+            serializer = serializer.response
+        return super()._is_list_view(serializer)
 
 
 class ApiView(APIView):
     """所有 API 的基类：Bearer token + 权限范围；先检查请求体大小（413），再认证。"""
 
+    schema = ApiAutoSchema()
     authentication_classes = [BearerTokenAuthentication]
     permission_classes = [HasScope]
     required_scope = ApiScope.READ
@@ -136,38 +135,18 @@ FROZEN_RESPONSE = OpenApiResponse(ErrorSerializer, description=_(
     "封版期间：申请已记录并立即拒绝（frozen），details 带 id、status（rejected）、window（封版名称）、"
     "ends_at（封版结束时间）；带 id 查询这样的审批也是这个回答。要在封版期间发布，请以紧急发布申请"
     "（emergency=true 并写明 emergency_reason）。"))
-FROZEN_EXAMPLE = OpenApiExample(
-    _("封版期间的申请"),
-    value={"error": {"code": "frozen", "message": "封版期间不能发布：「周末封版」至 2026-01-05 09:00:00 结束，"
-                                                  "审批 7K3M9Q2A 已记录并拒绝。确需发布请以紧急发布申请"
-                                                  "（emergency=true 并写明 emergency_reason）。",
-                     "details": {"id": "7K3M9Q2A", "status": "rejected", "window": "周末封版",
-                                 "ends_at": "2026-01-05T09:00:00+08:00"}}},
-    response_only=True, status_codes=["409"],
-)
 WAIT_SCHEMA = {
     "tags": ["jenkins"],
     "summary": _("申请（或查询）发布审批，可长轮询等待结果"),
-    "responses": {200: ApprovalReplySerializer, 201: ApprovalReplySerializer, **errors(400, 401, 403, 404, 413),
-                  409: FROZEN_RESPONSE},
+    "responses": {
+        200: OpenApiResponse(ApprovalReplySerializer, description=_(
+            "已有的审批（带 id 查询，或这次构建已申请过）：它的当前状态；带 wait 时是等待结束时的状态。")),
+        201: OpenApiResponse(ApprovalReplySerializer, description=_(
+            "新建了审批：它的当前状态；带 wait 时是等待结束时的状态。")),
+        **errors(400, 401, 403, 404, 413),
+        409: FROZEN_RESPONSE,
+    },
 }
-WAIT_EXAMPLES = [
-    OpenApiExample(
-        _("input 方式申请（中文说明）"),
-        value={"JOB_NAME": "shop-backend", "BUILD_NUMBER": "128", "env": "生产", "version": "v2.3.0",
-               "description": "修复支付回调；升级 Redis 客户端 🚀", "operation": "部署",
-               "BUILD_USER_ID": "dave", "BUILD_URL": "https://jenkins.example.com/job/shop-backend/128/",
-               "input_id": "Release"},
-        request_only=True,
-    ),
-    OpenApiExample(_("轮询已有审批"), value={"id": "7K3M9Q2A", "wait": 30}, request_only=True),
-    OpenApiExample(_("紧急发布（封版期间）"),
-                   value={"JOB_NAME": "shop-backend", "BUILD_NUMBER": "129", "env": "production",
-                          "version": "v2.3.1", "emergency": True, "emergency_reason": "支付回调故障，需立即修复"},
-                   request_only=True),
-    OpenApiExample(_("回答"), value=REPLY_EXAMPLE, response_only=True, status_codes=["200", "201"]),
-    FROZEN_EXAMPLE,
-]
 
 
 class ApprovalWaitApi(ApiView):
@@ -178,7 +157,7 @@ class ApprovalWaitApi(ApiView):
         description=format_lazy("{}{}", WAIT_DESCRIPTION, _(
             "GET 的字段都写在查询串里；没有 id 时必须有 project（或 job_name）与 build_number。")),
         parameters=query_parameters(WaitInputSerializer()),
-        examples=WAIT_EXAMPLES[3:],
+        examples=examples.WAIT_REPLIES,
     )
     def get(self, request: Request) -> Response:
         return self._handle(request, canonical_input(request.query_params))
@@ -188,7 +167,7 @@ class ApprovalWaitApi(ApiView):
         description=format_lazy("{}{}", WAIT_DESCRIPTION, _(
             "POST 的字段写在请求体里（JSON 对象或表单）；查询串里的同名字段也读取，请求体里的优先。")),
         request=WaitInputSerializer,
-        examples=WAIT_EXAMPLES,
+        examples=[*examples.WAIT_REQUESTS, *examples.WAIT_REPLIES],
     )
     def post(self, request: Request) -> Response:
         return self._handle(request, canonical_input(request.query_params, request.data))
@@ -284,32 +263,6 @@ approval_wait_view.initkwargs = {}
 
 
 STATUS_FILTERS = StatusFilterSerializer()
-_WEEK_DAYS = ["2026-01-05", "2026-01-06", "2026-01-07", "2026-01-08", "2026-01-09", "2026-01-10", "2026-01-11"]
-STATUS_EXAMPLE = {
-    "total": 42, "by_status": {"pending": 3, "approved": 30, "rejected": 5, "timeout": 2, "cancelled": 2},
-    "today": 4, "median_decision_seconds": 312.5,
-    "analytics": {
-        "period": {"since": "2026-01-05", "until": "2026-01-11", "days": 7},
-        "filters": {"project": "shop-backend", "environment": "production"},
-        "created": 6, "by_status": {"pending": 1, "approved": 4, "rejected": 1, "timeout": 0, "cancelled": 0},
-        "decisions": {"count": 5, "median_seconds": 600.0, "p90_seconds": 2520.0, "sampled": False},
-        "per_project": [{"project": "shop-backend", "count": 5, "median_seconds": 600.0, "p90_seconds": 2520.0}],
-        "per_approver": [{"approver": "bob", "name": "Bob", "count": 5, "median_seconds": 540.0,
-                          "p90_seconds": 2400.0}],
-        "daily": [{"date": day, "pending": int(n == 6), "approved": int(n < 4), "rejected": int(n == 4),
-                   "timeout": 0, "cancelled": 0} for n, day in enumerate(_WEEK_DAYS)],
-        "weekly": [{"week": "2026-01-05", "timeouts": 0, "freezes": 0}],
-        "timeouts": 0, "freezes": 0,
-        "reminders": [{"reminders": n, "or_more": n == 10, "count": {0: 3, 1: 2}.get(n, 0)} for n in range(11)],
-        "decided_without_reminder": 0.6,
-        "pending_now": {"count": 1, "oldest_seconds": 1260.0,
-                        "buckets": [{"up_to_seconds": 900, "count": 0}, {"up_to_seconds": 3600, "count": 1},
-                                    {"up_to_seconds": 14400, "count": 0}, {"up_to_seconds": 86400, "count": 0},
-                                    {"up_to_seconds": None, "count": 0}],
-                        "oldest": [{"id": "7K3M9Q2A", "project": "shop-backend", "environment": "production",
-                                    "age_seconds": 1260.0}]},
-    },
-}
 
 
 @extend_schema(tags=["read"], summary=_("审批总数、各状态计数与审批分析"),
@@ -319,8 +272,9 @@ STATUS_EXAMPLE = {
                              "每天按结果的数量、每周的超时与封版拒绝、决定前的提醒次数，以及此刻待审批已等待的时长。"
                              "参数格式不对、为空或给了多次是 400 validation_error。"),
                parameters=query_parameters(STATUS_FILTERS),
-               responses={200: StatusReplySerializer, **errors(400, 401, 403, 413)},
-               examples=[OpenApiExample(_("统计"), value=STATUS_EXAMPLE, response_only=True)])
+               responses={200: OpenApiResponse(StatusReplySerializer, description=_("统计数字与所选范围的审批分析。")),
+                          **errors(400, 401, 403, 413)},
+               examples=[examples.STATUS_REPLY])
 class ApprovalStatusApi(ApiView):
     required_scope = ApiScope.READ
 
@@ -336,13 +290,24 @@ class ApprovalStatusApi(ApiView):
 @extend_schema(tags=["read"], summary=_("一条审批的详情、投票与历史"),
                description=_("按编号查询一条审批：等待接口回答的字段，加上构建信息、Jenkins 操作的状态、每一票与完整历史。"
                              "编号不存在是 404。"),
-               responses={200: ApprovalDetailSerializer, **errors(401, 403, 404, 413)})
+               responses={200: OpenApiResponse(ApprovalDetailSerializer, description=_(
+                   "这条审批的详情：当前状态、构建信息、Jenkins 操作、每一票与完整历史（按时间先后）。")),
+                   **errors(401, 403, 404, 413)},
+               examples=[examples.DETAIL_REPLY])
 class ApprovalDetailApi(ApiView):
     required_scope = ApiScope.READ
 
     @extend_schema(operation_id="status_detail")
     def get(self, request: Request, public_id: str) -> Response:
         return Response(approval_detail_data(selectors.approval_detail(public_id)))
+
+
+class ApprovalListPagination(ApiPagination):
+    example_path = "/api/approvals"
+
+
+class UserListPagination(ApiPagination):
+    example_path = "/api/users"
 
 
 PAGING_HELP = _("page 从 1 开始，超出最后一页是 404；page、page_size 不是正整数（或给了多次）是 400 invalid_page。")
@@ -353,10 +318,13 @@ LIST_FILTERS = ApprovalListFilterSerializer()
                description=format_lazy("{}{}", _("按状态、项目、环境、创建时间与关键词过滤审批，分页返回。"
                                                  "过滤参数给了就不能为空，每个只能给一次。"), PAGING_HELP),
                parameters=query_parameters(LIST_FILTERS),
-               responses={200: ApprovalReplySerializer(many=True), **errors(400, 401, 403, 404, 413)})
+               responses={200: OpenApiResponse(ApprovalReplySerializer(many=True), description=_(
+                   "一页审批（按创建时间从新到旧）：count 是符合条件的总数，next、previous 是前后页的链接（没有时为 null）。")),
+                   **errors(400, 401, 403, 404, 413)},
+               examples=[examples.LIST_REPLY])
 class ApprovalListApi(ApiView):
     required_scope = ApiScope.READ
-    pagination_class = ApiPagination
+    pagination_class = ApprovalListPagination
 
     def get(self, request: Request) -> Response:
         filters = ApprovalListFilterSerializer(data=single_values(request.query_params, LIST_FILTERS.fields))
@@ -401,15 +369,18 @@ DECISION_HELP = _(
     "需要 approve 权限范围的 token。审批人不存在是 400（unknown_approver）；不是这个项目的审批人、角色不能审批、"
     "发起人审批自己的构建是 403；审批已有结果是 409（already_decided，说明由谁在何时决定）；编号不存在是 404。"
 )
-DECISION_RESPONSES = {200: DecisionReplySerializer, **errors(400, 401, 403, 404, 409, 413, 415)}
+DECISION_RESPONSES = {
+    200: OpenApiResponse(DecisionReplySerializer, description=_(
+        "票已记下：审批此刻的状态；final 为 true 表示这一票让审批有了结果（通过或拒绝）。")),
+    **errors(400, 401, 403, 404, 409, 413, 415),
+}
 
 
 @extend_schema(tags=["approve"], summary=_("以指定审批人身份同意"), request=DecisionInputSerializer,
                description=format_lazy("{}{}", _("以 approver 指定的审批人身份投同意票；票数够了审批即通过。"),
                                        DECISION_HELP),
                responses=DECISION_RESPONSES,
-               examples=[OpenApiExample(_("同意"), value={"approver": "bob", "reason": "已核对变更单"},
-                                        request_only=True), ERROR_EXAMPLE])
+               examples=examples.APPROVE)
 class ApprovalApproveApi(_DecisionApi):
     decision = Vote.Decision.APPROVE
 
@@ -418,8 +389,7 @@ class ApprovalApproveApi(_DecisionApi):
                description=format_lazy("{}{}", _("以 approver 指定的审批人身份拒绝；一票拒绝审批即结束。"),
                                        DECISION_HELP),
                responses=DECISION_RESPONSES,
-               examples=[OpenApiExample(_("拒绝"), value={"approver": "bob", "reason": "数据库迁移未评审"},
-                                        request_only=True), ERROR_EXAMPLE])
+               examples=examples.REJECT)
 class ApprovalRejectApi(_DecisionApi):
     decision = Vote.Decision.REJECT
 
@@ -430,10 +400,13 @@ class ApprovalRejectApi(_DecisionApi):
 @extend_schema(tags=["read"], summary=_("审批人与角色（分页）"),
                description=format_lazy("{}{}", _("所有审批人（按用户名排序）与各自的角色、负责的项目和环境。"),
                                        PAGING_HELP),
-               responses={200: ApproverSerializer(many=True), **errors(400, 401, 403, 404, 413)})
+               responses={200: OpenApiResponse(ApproverSerializer(many=True), description=_(
+                   "一页审批人：count 是审批人总数，next、previous 是前后页的链接（没有时为 null）。")),
+                   **errors(400, 401, 403, 404, 413)},
+               examples=[examples.USERS_REPLY])
 class UserListApi(ApiView):
     required_scope = ApiScope.READ
-    pagination_class = ApiPagination
+    pagination_class = UserListPagination
 
     def get(self, request: Request) -> Response:
         queryset = Approver.objects.select_related("role").order_by("username")
@@ -450,11 +423,14 @@ class UserListApi(ApiView):
     description=_("构建结束时调用：记下结果（第一次 201，同一构建再次回报 200），并关联到这次构建的审批；"
                   "审批还在等待时随之取消。带 id 时按编号关联，编号不存在是 404。"
                   "字段写在请求体里；查询串里的同名字段也读取，请求体里的优先。"),
-    responses={200: BuildResultReplySerializer, 201: BuildResultReplySerializer,
-               **errors(400, 401, 403, 404, 413, 415)},
-    examples=[OpenApiExample(_("构建失败"), value={"JOB_NAME": "shop-backend", "BUILD_NUMBER": 128,
-                                                 "result": "FAILURE", "duration": 183000, "id": "7K3M9Q2A"},
-                             request_only=True)],
+    responses={
+        200: OpenApiResponse(BuildResultReplySerializer, description=_(
+            "这次构建已回报过：结果已更新，不再重复通知。")),
+        201: OpenApiResponse(BuildResultReplySerializer, description=_(
+            "第一次回报这次构建的结果：已记下；approval、approval_status 是关联的审批（没有时为 null）。")),
+        **errors(400, 401, 403, 404, 413, 415),
+    },
+    examples=examples.BUILD_RESULT,
 )
 class BuildResultApi(ApiView):
     required_scope = ApiScope.JENKINS
