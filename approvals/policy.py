@@ -122,3 +122,17 @@ def already_voted_message(approval: Approval, approver: Approver, vote: Vote) ->
         return _("你已经对审批 %(id)s 投过票了。") % {"id": approval.public_id}
     return _("%(who)s 已对审批 %(id)s 投过票：委托期间委托人与受托人算作一位审批人。") % {
         "who": vote.approver.label, "id": approval.public_id}
+
+
+
+def best_hat(approval: Approval, approver: Approver, right: Right, *, rule: ResolvedRule | None,
+             delegations: Iterable[Delegation]) -> Right:
+    """自己有权、又受人委托的人投同意票：委托期间两人合算一位审批人、只投一票，这一票记成“代委托人”，
+    法定票计算时它能填两人任一人的必需角色（quorum_state 见 own_right）。否则只有委托人担任的角色，
+    在委托期间永远没人能填。只在有必需角色（或紧急发布的管理员名额）时才需要。"""
+    if right.via != "own" or not (approval.required_roles or approval.admin_approval_required):
+        return right
+    mine = [d for d in delegations if d.delegate_id == approver.pk]
+    options = [d for d in usable_delegations(approval, rule=rule, delegations=mine)
+               if not is_requester(approval, d.delegator)]
+    return Right(True, via="own", delegation=options[0]) if options else right

@@ -1,7 +1,8 @@
 """法定票（X1）：同意票数够了、必需角色每个都有人，才算通过；封版期间的紧急发布另要一位管理员（X4）。
 
 一票算给“为谁投的”那个人（代投时是委托人）；一人兼任几个角色也只填一个名额（二分图最大匹配），
-所以结果与投票先后无关。紧急发布的管理员名额例外：只有管理员本人的票能填。
+所以结果与投票先后无关。自己也有权的受托人那一票，两人的角色都能填（仍只占一个名额）。
+紧急发布的管理员名额例外：只有管理员本人的票能填。
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from django.utils.translation import gettext as _
 
 from accounts.matching import match_slots
 from accounts.models import Approver, Role
-from accounts.permissions import role_ids
+from accounts.permissions import check_can_approve, role_ids
+from accounts.rules import ResolvedRule, resolve_rule
 
 from .models import Approval, Vote
 
@@ -44,9 +46,16 @@ def _principal(vote: Vote) -> Approver:
     return vote.on_behalf_of if vote.on_behalf_of_id else vote.approver
 
 
+def _own_right(approval: Approval, voter: Approver, rule: ResolvedRule | None) -> bool:
+    """代投的人自己是否也有权审批这一条：有的话，他自己的角色也能填名额（见 policy.best_hat）。"""
+    if rule is None:
+        rule = resolve_rule(approval.project, approval.environment)
+    return bool(check_can_approve(voter, project=approval.project, environment=approval.environment, rule=rule))
+
+
 def quorum_state(approval: Approval, *, votes: Iterable[Vote] | None = None,
-                 required_roles: list[Role] | None = None) -> Quorum:
-    """此刻的法定票状态。votes 缺省时查库（只有同意票算数）。"""
+                 required_roles: list[Role] | None = None, rule: ResolvedRule | None = None) -> Quorum:
+    """此刻的法定票状态。votes 缺省时查库（只有同意票算数）；rule 缺省时需要时再解析。"""
     if required_roles is None:
         keys = list(approval.required_roles or [])
         found = {r.key: r for r in Role.objects.filter(key__in=keys)} if keys else {}
@@ -68,6 +77,9 @@ def quorum_state(approval: Approval, *, votes: Iterable[Vote] | None = None,
     for vote in approving:
         person = _principal(vote)
         held = role_ids(person)
+        if vote.on_behalf_of_id and roles and _own_right(approval, vote.approver, rule):
+            # 自己也有权的受托人：一票（一个名额）可以填两人任一人的角色
+            held |= role_ids(vote.approver)
         for role in roles:
             if role.pk in held:
                 holders[role.pk].add(person.pk)

@@ -45,7 +45,7 @@ from .models import (
     Vote,
     generate_public_id,
 )
-from .policy import already_voted_message, decision_right, earlier_vote
+from .policy import already_voted_message, best_hat, decision_right, earlier_vote
 from .quorum import quorum_state
 
 logger = logging.getLogger(__name__)
@@ -406,6 +406,8 @@ def _decide_locked(*, pk: int, approver: Approver | None, decision: str, reason:
     if not right:
         raise (SelfApprovalDenied if right.self_approval else PermissionDenied)(right.reason, code=right.code)
     assert approver is not None
+    if decision == Vote.Decision.APPROVE:
+        right = best_hat(locked, approver, right, rule=rule, delegations=delegations)
     earlier = earlier_vote(locked, approver, votes=locked.votes.select_related("approver"), rule=rule,
                            delegations=delegations)
     if earlier is not None:
@@ -417,7 +419,7 @@ def _decide_locked(*, pk: int, approver: Approver | None, decision: str, reason:
     except IntegrityError:
         # 一人一票由唯一约束保证（合算一人的委托双方已在上面按行锁检查过）
         raise AlreadyVoted(_("你已经对审批 %(id)s 投过票了。") % {"id": locked.public_id}) from None
-    quorum = quorum_state(locked)
+    quorum = quorum_state(locked, rule=rule)
     received, label = quorum.received, voter_label(vote)
     details = {"votes": received, "required": locked.required_approvals, "missing": list(quorum.missing)}
     if right.delegation is not None:

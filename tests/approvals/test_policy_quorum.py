@@ -116,3 +116,49 @@ def test_telegram_feedback_names_the_roles_still_missing(quorum_rule, team):
     assert first.ok and "还需 1 票，且还缺角色：技术负责人" in first.text
     second = tap(team["approver2"])  # erin：项目经理
     assert second.ok and "票数已够，还缺角色：技术负责人" in second.text and "0 票" not in second.text
+
+
+def test_a_delegate_with_rights_of_their_own_can_fill_the_delegators_role(team, roles, tech_lead):
+    # Bob 是唯一的运维负责人，委托给自己也有权的技术负责人 Carol：两人合算一位审批人、只投一票，
+    # 那一票要能填上 Bob 的角色；以前它只算 Carol 自己的角色，运维负责人在委托期间永远没人能填
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from accounts.delegations import delegation_grant
+
+    gina = Approver.objects.create(username="gina", display_name="Gina", role=tech_lead, telegram_id=1009)
+    rule = ProjectRule.objects.create(project="pay-api", required_approvals=2)
+    rule.approvers.add(team["approver"], team["carol"], gina)
+    rule.required_roles.add(tech_lead, roles["ops_lead"])
+    now = timezone.now()
+    delegation_grant(delegator=team["approver"], delegate=team["carol"], starts_at=now - timedelta(hours=1),
+                     ends_at=now + timedelta(days=1), channel="telegram")
+    approval, _ = approval_create(job_name="pay-api", build_number=7, environment="test")
+
+    first = vote(approval, team["carol"])
+    assert first.vote.on_behalf_of == team["approver"] and not first.final
+    done = vote(approval, gina)
+    assert done.final and done.approval.status == Status.APPROVED and done.missing == ()
+
+
+def test_a_pure_delegates_own_role_does_not_count(team, roles, tech_lead):
+    # 自己没有这个项目的权限、只靠委托投票的人：他自己的角色不能填名额（否则委托成了越权的后门）
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from accounts.delegations import delegation_grant
+
+    outsider = Approver.objects.create(username="hank", display_name="Hank", role=tech_lead, telegram_id=1010)
+    rule = ProjectRule.objects.create(project="pay-api", required_approvals=1)
+    rule.approvers.add(team["approver"])
+    rule.required_roles.add(tech_lead)
+    now = timezone.now()
+    delegation_grant(delegator=team["approver"], delegate=outsider, starts_at=now - timedelta(hours=1),
+                     ends_at=now + timedelta(days=1), channel="telegram")
+    approval, _ = approval_create(job_name="pay-api", build_number=8, environment="test")
+
+    outcome = vote(approval, outsider)
+    assert outcome.vote.on_behalf_of == team["approver"]
+    assert not outcome.final and outcome.missing == ("技术负责人",)
