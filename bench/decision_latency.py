@@ -23,7 +23,6 @@ import json
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,26 +39,11 @@ sys.path.insert(0, str(ROOT))
 
 from tests.fake_jenkins import FakeInput, FakeJenkins  # noqa: E402
 from tests.fake_telegram import FakeTelegram  # noqa: E402
+from tests.operations.helpers import free_port, wait_until  # noqa: E402
 
 GROUP = -1009000000001
 API_TOKEN = "bench-api-token-0123456789abcdef"
 TRACE_RE = re.compile(r"trace (\S+) (\S+) (\d+\.\d+)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.001):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise SystemExit(f"超时：{what}")
 
 
 def progress(message: str) -> None:
@@ -269,14 +253,14 @@ def one_run(setup: str, taps: int) -> Run:
                 public_id = body["id"]
                 ids.append(public_id)
                 message = wait_until(lambda pid=public_id: next(
-                    (m for m in telegram.chat_messages(GROUP) if pid in m.text and m.buttons), None), 30, "审批消息")
+                    (m for m in telegram.chat_messages(GROUP) if pid in m.text and m.buttons), None), 30, "审批消息", interval=0.001)
                 sent = wait_until(lambda pid=public_id, before=before: next(
-                    (c for c in telegram.calls_to("sendMessage")[before:] if pid in str(c.params)), None), 5, "记录")
+                    (c for c in telegram.calls_to("sendMessage")[before:] if pid in str(c.params)), None), 5, "记录", interval=0.001)
                 run.create_to_send.append(sent.at - created_at + seconds)
                 tapped = time.monotonic()
                 telegram.tap(bob, GROUP, message.message["message_id"], f"ap:{public_id}:a")
                 proceed = wait_until(lambda n=n: next((r for r in jenkins.calls("POST", f"/job/bench/{n}/input/")),
-                                                      None), 30, "Jenkins proceed")
+                                                      None), 30, "Jenkins proceed", interval=0.001)
                 run.taps.append(proceed.at - tapped)
                 for label, call in _jenkins_calls(jenkins, n, tapped, proceed.at):
                     run.stage(f"jenkins {label}（距点按）", call.at - tapped)
