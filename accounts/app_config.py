@@ -11,7 +11,7 @@ from typing import Any
 
 from django.conf import settings
 
-from .models import ConfigState
+from .models import ConfigState, FreezePending
 
 # app_defaults() 的键 → 环境变量（同名的 settings 是它解析后的值）。变量出现在进程环境（或 .env）里才算“显式设置”：
 # 这几项在 settings 里总有内置默认值，光看 settings 分不出是谁给的
@@ -33,10 +33,18 @@ def _env_values() -> dict[str, Any]:
     return values
 
 
-def app_defaults() -> dict[str, Any]:
-    """审批相关默认值。每次读取数据库里“最后一个好配置”，热加载无需重启进程（C6）。
+def _app_state() -> dict[str, Any]:
+    """数据库里“最后一个好配置”的 app.json（一条查询）。每次都读：热加载无需重启进程（C6）。"""
+    return ConfigState.objects.filter(name="app").values_list("data", flat=True).first() or {}
 
-    显式设置的环境变量优先于文件（见模块说明）；chat_id 是项目规则没指定群时的默认群。
+
+def _app_section(name: str) -> dict[str, Any]:
+    return _app_state().get(name) or {}
+
+
+def app_defaults() -> dict[str, Any]:
+    """审批相关默认值，一次读取。显式设置的环境变量优先于文件（见模块说明）；chat_id 是项目规则没指定群时的默认群，
+    allowed_chat_ids 见 allowed_chat_ids()，freeze_pending 是规则没写时封版开始时待审批怎么办（默认 wait）。
     """
     values: dict[str, Any] = {
         "timeout_minutes": settings.APPROVAL_DEFAULT_TIMEOUT_MINUTES,
@@ -47,7 +55,11 @@ def app_defaults() -> dict[str, Any]:
         "reminder_max_count": settings.APPROVAL_REMINDER_MAX_COUNT,
         "chat_id": None,
     }
-    state = ConfigState.objects.filter(name="app").values_list("data", flat=True).first()
+    state = _app_state()
+    ids = (state.get("telegram") or {}).get("allowed_chat_ids")
+    values["allowed_chat_ids"] = frozenset(int(i) for i in ids) if ids else None
+    pending = (state.get("freeze") or {}).get("pending")
+    values["freeze_pending"] = pending if pending in FreezePending.values else FreezePending.WAIT
     if state:
         approval = state.get("approval", {})
         reminders = state.get("reminders", {})
@@ -68,9 +80,7 @@ def app_defaults() -> dict[str, Any]:
 
 def allowed_chat_ids() -> frozenset[int] | None:
     """config/app.json 的 telegram.allowed_chat_ids：设置了（非空）时机器人只在这些群里回答、只往这些群发消息。"""
-    state = ConfigState.objects.filter(name="app").values_list("data", flat=True).first() or {}
-    ids = (state.get("telegram") or {}).get("allowed_chat_ids")
-    return frozenset(int(i) for i in ids) if ids else None
+    return app_defaults()["allowed_chat_ids"]
 
 
 # 保留期（D8）的默认天数：审批与历史够做一年审计；日志体积大，一个月后归档；构建结果留半年做统计
@@ -83,19 +93,13 @@ def retention_days() -> dict[str, int]:
     缺省键用默认值（缺省不等于永久保留：不配置也不会无限增长）；显式写 0 表示永久保留、从不删除。
     """
     values = dict(RETENTION_DEFAULT_DAYS)
-    state = ConfigState.objects.filter(name="app").values_list("data", flat=True).first() or {}
-    retention = state.get("retention") or {}
+    retention = _app_section("retention")
     for kind in values:
         raw = retention.get(f"{kind}_days")
         # 加载器已校验过；这里仍只认非负整数，防止手改数据库写进奇怪的值
         if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
             values[kind] = raw
     return values
-
-
-def _app_section(name: str) -> dict[str, Any]:
-    state = ConfigState.objects.filter(name="app").values_list("data", flat=True).first() or {}
-    return state.get(name) or {}
 
 
 def backup_settings() -> dict[str, Any]:

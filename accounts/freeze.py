@@ -23,9 +23,7 @@ from .errors import PolicyError
 from .models import (
     ALL_ENVIRONMENTS,
     Approver,
-    ConfigState,
     FreezeKind,
-    FreezePending,
     FreezeWindow,
     PolicyEventKind,
     Source,
@@ -177,13 +175,6 @@ def freeze_overview(*, at: datetime | None = None, horizon_days: int = 30,
     current.sort(key=lambda s: (s.ends_at, s.window.pk))
     upcoming.sort(key=lambda s: (s.starts_at, s.window.pk))
     return current[:limit], upcoming[:limit]
-
-
-def freeze_pending_default() -> str:
-    """app.json 的 freeze.pending：规则没写 freeze_pending 时，封版开始时待审批怎么办（默认 wait）。"""
-    state = ConfigState.objects.filter(name="app").values_list("data", flat=True).first() or {}
-    value = (state.get("freeze") or {}).get("pending")
-    return value if value in FreezePending.values else FreezePending.WAIT
 
 
 # ---------------------------------------------------------------- 临时封版（/freeze、/unfreeze）

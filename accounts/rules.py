@@ -105,7 +105,6 @@ def active_rules() -> list[ProjectRule]:
 def resolve_rule(project: str, environment: str, *, rules: list[ProjectRule] | None = None) -> ResolvedRule:
     """按项目名（或任务名）和归一化环境解析出有效规则。"""
     from .app_config import app_defaults
-    from .freeze import freeze_pending_default
 
     rules = active_rules() if rules is None else rules
     base = match_project(project, rules)
@@ -134,7 +133,7 @@ def resolve_rule(project: str, environment: str, *, rules: list[ProjectRule] | N
         reminder_backoff=defaults["reminder_backoff"],
         reminder_max_count=defaults["reminder_max_count"],
         chat_id=defaults["chat_id"],
-        freeze_pending=freeze_pending_default(),
+        freeze_pending=defaults["freeze_pending"],
     )
     for layer in layers:
         if layer is None:

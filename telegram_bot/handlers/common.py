@@ -19,7 +19,7 @@ from telegram.constants import ChatType
 from telegram.error import TelegramError
 from telegram.ext import ApplicationHandlerStop, ContextTypes
 
-from accounts.app_config import allowed_chat_ids, app_defaults
+from accounts.app_config import app_defaults
 from accounts.models import ProjectRule
 from approvalbot.trace import trace
 
@@ -87,7 +87,8 @@ def served_group_chats() -> set[int]:
     """服务的群：默认群（环境变量与 app.json）与每条启用规则的群，及其迁移后的超级群；
     设置了 telegram.allowed_chat_ids 时只留其中允许的。"""
     chats: set[int] = set()
-    default = app_defaults().get("chat_id")
+    defaults = app_defaults()  # 默认群与允许的群在同一次读取里
+    default = defaults.get("chat_id")
     if default:
         chats.add(int(default))
     chats.update(
@@ -95,7 +96,7 @@ def served_group_chats() -> set[int]:
         .values_list("chat_id", flat=True)
     )
     chats = chats_with_successors(chats)
-    allowed = allowed_chat_ids()
+    allowed = defaults["allowed_chat_ids"]
     if allowed is not None:
         chats &= chats_with_successors(set(allowed))
     return chats
