@@ -11,6 +11,7 @@ import fnmatch
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.db.models import Prefetch
 
 from .models import Approver, FreezePending, ProjectRule, Role, TimeoutPolicy
 
@@ -93,13 +94,13 @@ def match_project(name: str, rules: list[ProjectRule]) -> ProjectRule | None:
     return best[1] if best else None
 
 
-# 解析规则要用到的关联：Eligibility 等批量调用方也用这一份，免得各自漏掉一个而逐行查库
-RULE_PREFETCH = ("approvers__role", "approvers__extra_roles", "approver_roles", "owners", "required_roles",
-                 "escalation_approvers__role", "escalation_roles")
-
-
 def active_rules() -> list[ProjectRule]:
-    return list(ProjectRule.objects.filter(is_active=True).prefetch_related(*RULE_PREFETCH))
+    """启用的规则连同解析要用的关联一次取全（Eligibility 等批量调用方也经这里），免得逐行查库；
+    审批人连同主角色一起取回，不为角色另查一次：决定的路径上每条查询都算数。"""
+    people = Approver.objects.select_related("role")
+    return list(ProjectRule.objects.filter(is_active=True).prefetch_related(
+        Prefetch("approvers", queryset=people), "approvers__extra_roles", "approver_roles", "owners",
+        "required_roles", Prefetch("escalation_approvers", queryset=people), "escalation_roles"))
 
 
 def resolve_rule(project: str, environment: str, *, rules: list[ProjectRule] | None = None) -> ResolvedRule:
