@@ -6,11 +6,10 @@
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import transaction
@@ -18,6 +17,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from .audit import policy_event_record
+from .config.timespec import zone
 from .environments import normalize_environment
 from .errors import PolicyError
 from .models import (
@@ -28,7 +28,7 @@ from .models import (
     PolicyEventKind,
     Source,
 )
-from .permissions import check_bot_access
+from .permissions import check_bot_access, matches_any
 
 WEEK_MINUTES = 7 * 24 * 60
 MAX_ADHOC_MINUTES = 30 * 24 * 60  # 临时封版最长 30 天；更长的请写进配置
@@ -50,11 +50,8 @@ class FreezeHit:
 
 
 def window_zone(window: FreezeWindow) -> ZoneInfo:
-    try:
-        return ZoneInfo(window.timezone or settings.TIME_ZONE)
-    except (ZoneInfoNotFoundError, ValueError):
-        # 配置与后台都校验过时区；库里被手改成坏值时按 TIME_ZONE 算，而不是让每次申请都 500
-        return ZoneInfo(settings.TIME_ZONE)
+    # 配置与后台都校验过时区；库里被手改成坏值时按 TIME_ZONE 算，而不是让每次申请都 500
+    return zone(window.timezone or settings.TIME_ZONE) or ZoneInfo(settings.TIME_ZONE)
 
 
 def _weekly_minutes(day: int, at: time) -> int:
@@ -103,13 +100,9 @@ def next_occurrence(window: FreezeWindow, after: datetime) -> tuple[datetime, da
 
 
 def _names_match(names: Iterable[str], patterns: list[str]) -> bool:
-    """与项目规则相同的匹配：项目名、别名或通配模式，带文件夹的任务名也用最后一段比（不分大小写）。"""
-    candidates = set()
-    for name in names:
-        name = (name or "").strip().strip("/").lower()
-        if name:
-            candidates |= {name, name.rsplit("/", 1)[-1]}
-    return any(fnmatch.fnmatchcase(c, str(p).lower()) for p in patterns for c in candidates)
+    """与项目规则相同的匹配（permissions.matches_any）：项目名、别名或通配模式，带文件夹的任务名也用最后一段比。"""
+    cleaned = ((name or "").strip().strip("/") for name in names)
+    return any(matches_any(name, patterns) for name in cleaned if name)
 
 
 def window_covers(window: FreezeWindow, *, environment: str, names: Iterable[str]) -> bool:

@@ -6,11 +6,11 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.utils.translation import gettext as _
-from django.utils.translation import pgettext
+
+from approvalbot.text import join_names
 
 from .environments import normalize_environment
 from .models import Approver
@@ -28,11 +28,6 @@ class PermissionResult:
 
 
 ALLOWED = PermissionResult(True)
-
-
-def _join(items: Iterable[object]) -> str:
-    """并列的名字：中文用顿号，英文用逗号。"""
-    return pgettext("list separator", "、").join(str(item) for item in items)
 
 
 def _deny(code: str, reason: str) -> PermissionResult:
@@ -88,13 +83,13 @@ def check_can_approve(
         return _deny(
             "project_not_allowed",
             _("你的审批范围（%(scope)s）不包含项目「%(project)s」。")
-            % {"scope": _join(approver.projects), "project": project},
+            % {"scope": join_names(approver.projects), "project": project},
         )
     if approver.environments and environment not in {normalize_environment(e) for e in approver.environments}:
         return _deny(
             "environment_not_allowed",
             _("你只能审批这些环境：%(envs)s；本次是「%(env)s」。")
-            % {"envs": _join(approver.environments), "env": environment},
+            % {"envs": join_names(approver.environments), "env": environment},
         )
     rule = rule or resolve_rule(project, environment)
     if rule.restricts_approvers:
@@ -107,12 +102,12 @@ def check_can_approve(
             return _deny(
                 "not_project_approver",
                 _("项目「%(project)s」的「%(env)s」环境只允许以下人员审批：%(names)s。")
-                % {"project": rule.project, "env": environment or "-", "names": _join(names)},
+                % {"project": rule.project, "env": environment or "-", "names": join_names(names)},
             )
         return _deny(
             "not_default_approver",
             _("项目「%(project)s」没有专门的审批规则，只有默认审批人可以审批：%(names)s。")
-            % {"project": project, "names": _join(names)},
+            % {"project": project, "names": join_names(names)},
         )
     return _deny(
         "no_approvers_configured",
