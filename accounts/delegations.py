@@ -33,8 +33,10 @@ def _when(value: datetime) -> str:
 def delegations_active(*, at: datetime | None = None) -> list[Delegation]:
     """此刻有效（已开始、未到期、未撤销）的全部委托。一次查询；一次决定或一次扫描只查一次。"""
     at = at or timezone.now()
+    # 兼任角色也一并取回：每条委托都要按委托人的角色判断他有没有权（check_can_approve）
     return list(Delegation.objects.filter(revoked_at__isnull=True, starts_at__lte=at, ends_at__gt=at)
-                .select_related("delegator__role", "delegate__role").order_by("pk"))
+                .select_related("delegator__role", "delegate__role")
+                .prefetch_related("delegator__extra_roles", "delegate__extra_roles").order_by("pk"))
 
 
 def delegation_covers(delegation: Delegation, *, project: str, environment: str) -> bool:

@@ -13,7 +13,7 @@ from accounts.models import Approver, Delegation
 from accounts.rules import ResolvedRule, active_rules, resolve_rule
 
 from .models import Approval, Status, Vote
-from .policy import decision_right, earlier_vote, escalated_ids, usable_delegations
+from .policy import already_voted_message, decision_right, earlier_vote, escalated_ids, usable_delegations
 
 
 class Eligibility:
@@ -31,7 +31,6 @@ class Eligibility:
         """此刻有效的委托（X16），第一次用到时查一次。"""
         if self._delegations is None:
             self._delegations = delegations_active()
-            prefetch_related_objects(self._delegations, "delegator__extra_roles", "delegate__extra_roles")
         return self._delegations
 
     def rule(self, project: str, environment: str) -> ResolvedRule:
@@ -45,11 +44,17 @@ class Eligibility:
         自己与合算一人的委托方都还没投过。voted 是已投票的审批人 id（省掉一次遍历）。"""
         if voted is not None and approver.pk in voted:
             return False
+        return not self.why_not(approval, approver)
+
+    def why_not(self, approval: Approval, approver: Approver) -> str:
+        """此人此刻不能投这一票的原因（与服务层拒绝时说的同一句）；能投时为空串。不看审批是否还在等。"""
         rule = self.rule(approval.project, approval.environment)
-        if not decision_right(approval, approver, rule=rule, delegations=self.delegations):
-            return False
-        return earlier_vote(approval, approver, votes=approval.votes.all(), rule=rule,
-                            delegations=self.delegations) is None
+        right = decision_right(approval, approver, rule=rule, delegations=self.delegations)
+        if not right:
+            return right.reason
+        earlier = earlier_vote(approval, approver, votes=approval.votes.all(), rule=rule,
+                               delegations=self.delegations)
+        return already_voted_message(approval, approver, earlier) if earlier is not None else ""
 
     def candidates(self, approval: Approval) -> list[Approver]:
         """规则点名的审批人与角色成员；规则没配审批人时只有管理员能批（P4），就是管理员。"""

@@ -74,6 +74,12 @@ def usable_delegations(approval: Approval, *, rule: ResolvedRule | None,
             and check_can_approve(d.delegator, project=approval.project, environment=approval.environment, rule=rule)]
 
 
+def _delegations_to(approval: Approval, approver: Approver, *, rule: ResolvedRule | None,
+                    delegations: Iterable[Delegation]) -> list[Delegation]:
+    """委托给此人、在这条审批上用得着的委托。"""
+    return usable_delegations(approval, rule=rule, delegations=[d for d in delegations if d.delegate_id == approver.pk])
+
+
 def decision_right(approval: Approval, approver: Approver | None, *, delegations: Iterable[Delegation],
                    rule: ResolvedRule | None = None) -> Right:
     """此人此刻能否决定这一条审批，以什么身份；不能时说清原因（P11）。delegations 是此刻有效的委托。"""
@@ -86,8 +92,7 @@ def decision_right(approval: Approval, approver: Approver | None, *, delegations
         return denied
     if approver.pk in escalated_ids(approval):
         return _self_approval() if is_requester(approval, approver) else Right(True, via="escalation")
-    mine = [d for d in delegations if d.delegate_id == approver.pk]
-    for delegation in usable_delegations(approval, rule=rule, delegations=mine):
+    for delegation in _delegations_to(approval, approver, rule=rule, delegations=delegations):
         if is_requester(approval, approver):
             return _self_approval()
         if is_requester(approval, delegation.delegator):
@@ -132,7 +137,6 @@ def best_hat(approval: Approval, approver: Approver, right: Right, *, rule: Reso
     在委托期间永远没人能填。只在有必需角色（或紧急发布的管理员名额）时才需要。"""
     if right.via != "own" or not (approval.required_roles or approval.admin_approval_required):
         return right
-    mine = [d for d in delegations if d.delegate_id == approver.pk]
-    options = [d for d in usable_delegations(approval, rule=rule, delegations=mine)
+    options = [d for d in _delegations_to(approval, approver, rule=rule, delegations=delegations)
                if not is_requester(approval, d.delegator)]
     return Right(True, via="own", delegation=options[0]) if options else right

@@ -46,10 +46,8 @@ def _principal(vote: Vote) -> Approver:
     return vote.on_behalf_of if vote.on_behalf_of_id else vote.approver
 
 
-def _own_right(approval: Approval, voter: Approver, rule: ResolvedRule | None) -> bool:
+def _own_right(approval: Approval, voter: Approver, rule: ResolvedRule) -> bool:
     """代投的人自己是否也有权审批这一条：有的话，他自己的角色也能填名额（见 policy.best_hat）。"""
-    if rule is None:
-        rule = resolve_rule(approval.project, approval.environment)
     return bool(check_can_approve(voter, project=approval.project, environment=approval.environment, rule=rule))
 
 
@@ -74,6 +72,8 @@ def quorum_state(approval: Approval, *, votes: Iterable[Vote] | None = None,
         slots.append(ADMIN_SLOT)
         labels[ADMIN_SLOT] = _("管理员")
     holders: dict[object, set[int]] = {slot: set() for slot in slots}
+    if rule is None and roles and any(v.on_behalf_of_id for v in approving):
+        rule = resolve_rule(approval.project, approval.environment)  # 有代投的票才需要，一次
     for vote in approving:
         person = _principal(vote)
         held = role_ids(person)

@@ -25,7 +25,6 @@ from accounts.models import Approver
 from .eligibility import Eligibility
 from .errors import ApprovalError, ApprovalNotFound, PermissionDenied
 from .models import Approval, Channel, Status, Vote
-from .policy import already_voted_message, decision_right, earlier_vote
 from .selectors import approval_get
 from .services import MAX_REASON_LENGTH, approval_decide
 
@@ -56,14 +55,7 @@ def why_cannot_vote(approval: Approval, approver: Approver | None, eligibility: 
         return _("已结束，不能再投票")
     if approver is None:
         return _("后台账号未关联审批人")
-    eligibility = eligibility or Eligibility()
-    rule = eligibility.rule(approval.project, approval.environment)
-    right = decision_right(approval, approver, rule=rule, delegations=eligibility.delegations)
-    if not right:
-        return right.reason
-    earlier = earlier_vote(approval, approver, votes=approval.votes.all(), rule=rule,
-                           delegations=eligibility.delegations)
-    return already_voted_message(approval, approver, earlier) if earlier is not None else ""
+    return (eligibility or Eligibility()).why_not(approval, approver)
 
 
 def web_decide(*, user: AbstractBaseUser, approval: Approval | int, decision: str, reason: str) -> WebDecision:
