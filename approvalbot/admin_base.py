@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.contrib import admin
 from django.http import HttpRequest
 
 
@@ -21,3 +22,9 @@ class ReadOnlyAdminMixin:
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return self.allow_delete and super().has_delete_permission(request, obj)  # type: ignore[misc]
+
+
+class BookkeepingAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """进程自己写的簿记（已处理 update、心跳、租约…）：只读，管理员可以清掉。"""
+
+    allow_delete = True

@@ -65,7 +65,7 @@ def _pending_rows(approver: Approver | None) -> tuple[list[PendingRow], int]:
         why_not = why_cannot_vote(approval, approver, eligibility)
         rows.append(PendingRow(
             approval=approval,
-            received=sum(1 for v in votes if v.decision == Vote.Decision.APPROVE),
+            received=approval.approvals_received,
             votes=votes,
             overdue=approval.expires_at <= now,
             can_vote=not why_not,

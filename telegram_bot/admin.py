@@ -8,13 +8,9 @@ from django.http import HttpRequest
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from approvalbot.admin_base import ReadOnlyAdminMixin
+from approvalbot.admin_base import BookkeepingAdmin
 
 from .models import IdentityEvent, MessageState, ProcessedUpdate, ReasonPrompt, TelegramChat, TelegramMessage
-
-
-class ReadOnlyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    allow_delete = True  # 簿记：管理员可以清掉，但不能改
 
 
 @admin.register(TelegramMessage)
@@ -62,7 +58,7 @@ class TelegramChatAdmin(admin.ModelAdmin):
 
 
 @admin.register(IdentityEvent)
-class IdentityEventAdmin(ReadOnlyAdmin):
+class IdentityEventAdmin(BookkeepingAdmin):
     allow_delete = False  # 身份绑定的审计：只追加
     list_display = ("created_at", "kind", "approver", "telegram_id", "telegram_username", "chat_id")
     list_filter = ("kind",)
@@ -70,10 +66,10 @@ class IdentityEventAdmin(ReadOnlyAdmin):
 
 
 @admin.register(ProcessedUpdate)
-class ProcessedUpdateAdmin(ReadOnlyAdmin):
+class ProcessedUpdateAdmin(BookkeepingAdmin):
     list_display = ("bot_id", "update_id", "received_at")
 
 
 @admin.register(ReasonPrompt)
-class ReasonPromptAdmin(ReadOnlyAdmin):
+class ReasonPromptAdmin(BookkeepingAdmin):
     list_display = ("approval", "approver", "chat_id", "message_id", "created_at", "answered_at")

@@ -4,33 +4,29 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from approvalbot.admin_base import ReadOnlyAdminMixin
+from approvalbot.admin_base import BookkeepingAdmin
 
 from .models import AlertState, BackupRun, Heartbeat, Lease
 
 
-class ReadOnlyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    allow_delete = True  # 簿记：管理员可以清掉，但不能改
-
-
 @admin.register(BackupRun)
-class BackupRunAdmin(ReadOnlyAdmin):
+class BackupRunAdmin(BookkeepingAdmin):
     list_display = ("started_at", "trigger", "status", "attempts", "file_name", "size", "finished_at")
     list_filter = ("status", "trigger")
     search_fields = ("file_name", "error")
 
 
 @admin.register(AlertState)
-class AlertStateAdmin(ReadOnlyAdmin):
+class AlertStateAdmin(BookkeepingAdmin):
     list_display = ("component", "failing_since", "alerted_at", "recovered_at", "checked_at", "problem")
     search_fields = ("component", "problem")
 
 
 @admin.register(Lease)
-class LeaseAdmin(ReadOnlyAdmin):
+class LeaseAdmin(BookkeepingAdmin):
     list_display = ("name", "holder", "expires_at", "acquired_at", "renewed_at")
 
 
 @admin.register(Heartbeat)
-class HeartbeatAdmin(ReadOnlyAdmin):
+class HeartbeatAdmin(BookkeepingAdmin):
     list_display = ("name", "at")

@@ -315,10 +315,6 @@ def backup_scheduled(*, now: datetime | None = None) -> BackupRun | None:
     return backup_create(trigger=BackupTrigger.SCHEDULED, run=run)
 
 
-def backup_last_ok() -> BackupRun | None:
-    return BackupRun.objects.filter(status=BackupStatus.OK).order_by("-finished_at").first()
-
-
 # ---------------------------------------------------------------- 恢复
 
 
