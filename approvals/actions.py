@@ -17,6 +17,11 @@ from .history import event_record
 from .models import Approval, EventKind, JenkinsActionState
 
 
+def jenkins_action_lease_free(now: datetime) -> Q:
+    """没人持有执行租约（或持有者的租约已过期）。认领与恢复扫描用同一个条件。"""
+    return Q(jenkins_action_lease_until__isnull=True) | Q(jenkins_action_lease_until__lt=now)
+
+
 def jenkins_action_claim(approval_id: int, *, seconds: float, now: datetime | None = None) -> str | None:
     """认领一次执行：只有操作还在等、且没人持有（或持有者的租约已过期：worker 死在途中）时成功，返回令牌。
 
@@ -24,7 +29,7 @@ def jenkins_action_claim(approval_id: int, *, seconds: float, now: datetime | No
     """
     now = now or timezone.now()
     token = secrets.token_hex(16)
-    free = Q(jenkins_action_lease_until__isnull=True) | Q(jenkins_action_lease_until__lt=now)
+    free = jenkins_action_lease_free(now)
     claimed = Approval.objects.filter(Q(pk=approval_id, jenkins_action_state=JenkinsActionState.PENDING) & free).update(
         jenkins_action_lease=token, jenkins_action_lease_until=now + timedelta(seconds=seconds))
     return token if claimed else None

@@ -8,13 +8,18 @@ from datetime import datetime, timedelta
 
 from celery import Task, shared_task
 from celery.signals import task_received
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from approvalbot.celery import retry_countdown
 from approvalbot.trace import trace
-from approvals.actions import approval_record_jenkins_action, jenkins_action_claim, jenkins_action_release
+from approvals.actions import (
+    approval_record_jenkins_action,
+    jenkins_action_claim,
+    jenkins_action_lease_free,
+    jenkins_action_release,
+)
 from approvals.effects import JENKINS_RESUME_TASK
 from approvals.models import Approval, JenkinsActionState, ResumeMode, Status
 
@@ -160,7 +165,7 @@ def jenkins_action_recovery_task(now: str | None = None) -> int:
     rows = (
         Approval.objects.filter(jenkins_action_state=JenkinsActionState.PENDING,
                                 jenkins_action_due_at__lte=current - timedelta(seconds=RECOVERY_GRACE_SECONDS))
-        .filter(Q(jenkins_action_lease_until__isnull=True) | Q(jenkins_action_lease_until__lt=current))
+        .filter(jenkins_action_lease_free(current))
         .exclude(jenkins_watch__awaiting_input_since__isnull=False)
     )
     ids = list(rows.order_by("jenkins_action_due_at").values_list("pk", flat=True)[:500])

@@ -21,6 +21,7 @@ from telegram.ext import ApplicationHandlerStop, ContextTypes
 
 from accounts.app_config import app_defaults
 from accounts.models import ProjectRule
+from approvalbot.trace import ENABLED as TRACE_ENABLED
 from approvalbot.trace import trace
 
 from ..identity import telegram_identify
@@ -127,7 +128,7 @@ async def admit_update(update: object, context: ContextTypes.DEFAULT_TYPE) -> No
     不在服务范围的聊天说明一次，然后什么也不做。"""
     if not isinstance(update, Update):
         raise ApplicationHandlerStop
-    if update.callback_query is not None:
+    if TRACE_ENABLED and update.callback_query is not None:  # 关闭时不为打点拆字符串
         trace("update_received", ((update.callback_query.data or "").split(":") + ["-", "-"])[1])
     chat = update.effective_chat
     user = update.effective_user
